@@ -1,0 +1,1 @@
+"""Data: image sources, robust decoding, decoded-array caching, dataset preparation."""

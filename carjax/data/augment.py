@@ -1,0 +1,84 @@
+"""Training-time augmentation and normalisation, run on the accelerator inside the jitted step.
+
+The host only gathers cached uint8 images; cropping, flipping and colour jitter happen here,
+vectorised over the batch, so a 2-core CPU never has to keep up with per-image PIL work and a
+GPU/TPU does it for free. Every function is pure: the same key gives the same augmentation,
+which is what makes a resumed run identical to an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _crop_box(rng, height, width, scale, log_ratio):
+  """Samples one (top, left, crop_h, crop_w) like Inception's random-resized crop."""
+  area_rng, ratio_rng, top_rng, left_rng = jax.random.split(rng, 4)
+  area = jax.random.uniform(area_rng, (), minval=scale[0], maxval=scale[1]) * height * width
+  aspect = jnp.exp(jax.random.uniform(ratio_rng, (), minval=log_ratio[0], maxval=log_ratio[1]))
+  crop_w = jnp.clip(jnp.sqrt(area * aspect), 1.0, width)
+  crop_h = jnp.clip(jnp.sqrt(area / aspect), 1.0, height)
+  top = jax.random.uniform(top_rng, ()) * (height - crop_h)
+  left = jax.random.uniform(left_rng, ()) * (width - crop_w)
+  return top, left, crop_h, crop_w
+
+
+def random_resized_crop(rng, image, out_size: int, scale=(0.35, 1.0), ratio=(0.75, 1.333)):
+  """Crops a random box of `scale` of the area and `ratio` aspect, resized to out_size².
+
+  The box is resampled with `jax.image.scale_and_translate` (antialiased bilinear), whose
+  scale and offset may be traced values, so one compiled program serves every box.
+  """
+  height, width = image.shape[0], image.shape[1]
+  log_ratio = (jnp.log(ratio[0]), jnp.log(ratio[1]))
+  top, left, crop_h, crop_w = _crop_box(rng, height, width, scale, log_ratio)
+  scale_yx = jnp.stack([out_size / crop_h, out_size / crop_w])
+  translate_yx = jnp.stack([-top, -left]) * scale_yx
+  return jax.image.scale_and_translate(
+      image, (out_size, out_size, image.shape[2]), spatial_dims=(0, 1),
+      scale=scale_yx, translation=translate_yx, method="linear", antialias=True)
+
+
+def _grey(image):
+  return jnp.tensordot(image, jnp.array([0.299, 0.587, 0.114], image.dtype), axes=1)[..., None]
+
+
+def color_jitter(rng, image, strength: float):
+  """Random brightness, contrast and saturation factors in [1 - s, 1 + s], random order-free."""
+  b_rng, c_rng, s_rng = jax.random.split(rng, 3)
+  factor = lambda k: jax.random.uniform(k, (), minval=1.0 - strength, maxval=1.0 + strength)
+  image = image * factor(b_rng)
+  mean = jnp.mean(_grey(image))
+  image = mean + (image - mean) * factor(c_rng)
+  grey = _grey(image)
+  image = grey + (image - grey) * factor(s_rng)
+  return jnp.clip(image, 0.0, 255.0)
+
+
+def augment_image(rng, image, *, out_size: int, scale, ratio, flip: bool, jitter: float):
+  """One uint8/float HxWx3 image → augmented float32 out_size×out_size×3 on the 0..255 scale."""
+  crop_rng, flip_rng, jitter_rng = jax.random.split(rng, 3)
+  image = image.astype(jnp.float32)
+  image = random_resized_crop(crop_rng, image, out_size, scale, ratio)
+  if flip:
+    image = jnp.where(jax.random.bernoulli(flip_rng), image[:, ::-1, :], image)
+  if jitter > 0:
+    image = color_jitter(jitter_rng, image, jitter)
+  return image
+
+
+def augment_batch(rng, images, *, out_size: int, scale=(0.35, 1.0), ratio=(0.75, 1.333),
+                  flip=True, jitter=0.2):
+  """Augments every image of a batch with its own key."""
+  keys = jax.random.split(rng, images.shape[0])
+  fn = lambda k, im: augment_image(k, im, out_size=out_size, scale=scale, ratio=ratio,
+                                   flip=flip, jitter=jitter)
+  return jax.vmap(fn)(keys, images)
+
+
+def normalize(images, mean, std, dtype=jnp.float32):
+  """(pixels - mean) / std per channel; pixels on the 0..255 scale."""
+  mean = jnp.asarray(mean, jnp.float32)
+  std = jnp.asarray(std, jnp.float32)
+  return ((images.astype(jnp.float32) - mean) / std).astype(dtype)

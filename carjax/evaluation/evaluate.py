@@ -1,0 +1,120 @@
+"""Evaluate a workdir's checkpoint on a split of its data or on any folder of the same makes.
+
+Writes into the output folder: `metrics.json` (headline figures), `per_class.csv`
+(precision/recall/F1/support), `confusion_matrix.csv` and `.png`, and `predictions.csv`
+(every image with its true and predicted make and the confidence).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from typing import Any
+
+from absl import logging
+import numpy as np
+
+from carjax.data import cache as cache_lib
+from carjax.data import sources
+from carjax.evaluation import metrics as metrics_lib
+from carjax.inference import Predictor
+from carjax.train import checkpoint as ckpt
+from carjax.train import run_io
+
+
+def _folder_split(folder: str, predictor: Predictor):
+  """Every image of an image folder (all its splits), labelled by the run's class order."""
+  source = sources.ImageFolderSource(folder)
+  unknown = sorted(set(source.class_names) - set(predictor.class_names))
+  if unknown:
+    raise ValueError(f"--folder={folder!r} has classes the model never learned: {unknown}; "
+                     f"it knows {list(predictor.class_names)}")
+  remap = np.array([predictor.class_names.index(c) for c in source.class_names], np.int32)
+  images, labels, names, failures = [], [], [], []
+  for split in source.splits:
+    part = cache_lib.load_split(source, split, image_size=predictor.image_size,
+                                resize_mode=predictor.resize_mode, cache_dir=None,
+                                num_workers=None, progress=True)
+    images.append(part.images)
+    labels.append(remap[part.labels])
+    names.extend(part.names)
+    failures.extend(part.failures)
+  return np.concatenate(images), np.concatenate(labels), names, failures
+
+
+def write_evaluation(output_dir: str, labels: np.ndarray, logits: np.ndarray, names,
+                     class_names, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+  """Computes every metric and writes the evaluation files; returns metrics.json's content."""
+  os.makedirs(output_dir, exist_ok=True)
+  num_classes = len(class_names)
+  predictions = np.argmax(logits, axis=1)
+  summary = metrics_lib.headline_metrics(labels, logits, num_classes)
+  summary.update({"count": int(len(labels)), **(extra or {})})
+  with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+    json.dump(summary, f, indent=2)
+
+  confusion = metrics_lib.confusion_matrix(labels, predictions, num_classes)
+  scores = metrics_lib.per_class_scores(confusion)
+  with open(os.path.join(output_dir, "per_class.csv"), "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["class", "precision", "recall", "f1", "support"])
+    for i, name in enumerate(class_names):
+      w.writerow([name, f"{scores['precision'][i]:.4f}", f"{scores['recall'][i]:.4f}",
+                  f"{scores['f1'][i]:.4f}", int(scores["support"][i])])
+  with open(os.path.join(output_dir, "confusion_matrix.csv"), "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["true \\ predicted"] + list(class_names))
+    for i, name in enumerate(class_names):
+      w.writerow([name] + [int(c) for c in confusion[i]])
+  probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+  probs /= probs.sum(axis=1, keepdims=True)
+  with open(os.path.join(output_dir, "predictions.csv"), "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["file", "true", "predicted", "confidence", "correct"])
+    for name, t, p, pr in zip(names, labels, predictions, probs):
+      w.writerow([name, class_names[t], class_names[p], f"{pr[p]:.4f}", int(t == p)])
+  from carjax.reports import figures  # pylint: disable=g-import-not-at-top
+  figures.plot_confusion_matrix(confusion, class_names,
+                                os.path.join(output_dir, "confusion_matrix.png"),
+                                title=f"Confusion matrix (accuracy {summary['accuracy']:.3f})")
+  return summary
+
+
+def evaluate_workdir(workdir: str, which: str = ckpt.BEST, split: str | None = None,
+                     folder: str | None = None, output_dir: str | None = None,
+                     preloaded=None) -> dict[str, Any]:
+  """Evaluates checkpoint `which` of `workdir` on `split` (default: the run's eval split) or
+  on every image of `folder`; returns the metrics and writes the evaluation files."""
+  predictor = Predictor(workdir, which)
+  config = predictor.config
+  if folder:
+    images, labels, names, failures = _folder_split(folder, predictor)
+    target = os.path.basename(os.path.normpath(folder))
+  else:
+    split = split or config.data.eval_split
+    if preloaded is not None and split == config.data.eval_split:
+      part = preloaded.eval
+    else:
+      source = run_io.open_configured_source(config.data)
+      part = cache_lib.load_split(
+          source, split, image_size=config.data.image_size,
+          resize_mode=config.data.resize_mode,
+          cache_dir=os.path.expanduser(config.data.cache_dir) if config.data.cache_dir else None,
+          num_workers=None, progress=True)
+    images, labels, names, failures = part.images, part.labels, part.names, part.failures
+    target = split
+  if len(labels) == 0:
+    raise ValueError(f"nothing to evaluate: no readable image in {folder or split!r}")
+  logits = predictor.logits(images, batch_size=config.eval.batch_size)
+  output_dir = output_dir or os.path.join(workdir, f"eval_{which}_{target}")
+  meta = predictor.checkpoint_meta
+  summary = write_evaluation(output_dir, np.asarray(labels), logits, names,
+                             predictor.class_names,
+                             extra={"checkpoint": which, "step": meta.get("step"),
+                                    "epoch": meta.get("epoch"), "evaluated_on": target,
+                                    "unreadable_files": len(failures),
+                                    "train_seconds": meta.get("train_seconds")})
+  logging.info("Evaluated %s checkpoint of %s on %s: %s (written to %s)", which, workdir,
+               target, metrics_lib.format_summary(summary), output_dir)
+  return summary

@@ -1,0 +1,129 @@
+"""A trained model ready to use: load a workdir's checkpoint, classify arrays or image files.
+
+`Predictor` is what applications, `launch/predict.py`, `launch/evaluate.py`, the study
+report and the exporter build on: it applies exactly the preprocessing of evaluation
+(decode, resize with the run's resize mode, normalise with the model's mean/std).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from carjax import models
+from carjax.data import augment
+from carjax.data import decode
+from carjax.train import checkpoint as ckpt
+from carjax.train.run_io import load_run_config
+
+
+def restore_variables(workdir: str, which: str = ckpt.BEST):
+  """(config, class_names, model, eval variables, checkpoint meta) of a workdir's checkpoint."""
+  # Imported here: the loop module imports this package's siblings at import time.
+  from carjax.train import loop, optim  # pylint: disable=g-import-not-at-top
+  config = load_run_config(workdir)
+  with open(os.path.join(workdir, "class_names.json")) as f:
+    class_names = tuple(json.load(f))
+  model = models.build_model(config.model, len(class_names))
+  mngr = ckpt.manager(workdir, which)
+  if mngr.latest_step() is None:
+    raise FileNotFoundError(
+        f"no '{which}' checkpoint in {ckpt.checkpoint_dir(workdir, which)}; "
+        f"train first, or choose --checkpoint={'last' if which == 'best' else 'best'}")
+  rng = jax.random.key(0)
+  params = jax.eval_shape(lambda r: loop.init_variables(model, config, r), rng)["params"]
+  tx, _ = optim.make_optimizer(config.train, 1, params)
+  abstract = jax.eval_shape(lambda r: loop.create_train_state(model, config, r, tx), rng)
+  abstract = ckpt.abstract_like(abstract)
+  state, meta = ckpt.restore(mngr, abstract)
+  variables = state.eval_variables(use_ema=bool(config.train.ema_decay))
+  return config, class_names, model, variables, meta
+
+
+class Predictor:
+  """Classifies images with a trained carjax model."""
+
+  def __init__(self, workdir: str, which: str = ckpt.BEST):
+    (self.config, self.class_names, self.model, self.variables,
+     self.checkpoint_meta) = restore_variables(workdir, which)
+    self.image_size = self.config.data.image_size
+    self.resize_mode = self.config.data.resize_mode
+    self.mean, self.std = models.input_normalization(self.config.model)
+    self._logits = jax.jit(self._logits_fn)
+
+  def _logits_fn(self, variables, images_uint8):
+    x = augment.normalize(images_uint8, self.mean, self.std,
+                          jnp.dtype(self.config.model.get("dtype", "float32")))
+    return self.model.apply(variables, x, train=False).astype(jnp.float32)
+
+  def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Logits [N, K] of uint8 images [N, S, S, 3] already at the model's input size.
+
+    Batches are padded to `batch_size`, so one compiled program serves every call.
+    """
+    out = []
+    for start in range(0, len(images), batch_size):
+      chunk = images[start:start + batch_size]
+      pad = batch_size - len(chunk)
+      if pad:
+        chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+      out.append(np.asarray(self._logits(self.variables, chunk))[:batch_size - pad])
+    if not out:
+      return np.zeros((0, len(self.class_names)), np.float32)
+    return np.concatenate(out)
+
+  def load_image(self, path_or_bytes, name: str | None = None) -> np.ndarray:
+    """Decodes one file as evaluation does; raises `UnreadableImageError` naming it."""
+    image = decode.load_rgb(path_or_bytes, name=name)
+    return decode.resize_to(image, self.image_size, self.resize_mode)
+
+  def predict_files(self, paths: Sequence[str], top_k: int = 3, batch_size: int = 32):
+    """([{'file', 'top_k': [(class name, probability), ...]}], [(file, reason)])."""
+    images, kept, failures = [], [], []
+    for path in paths:
+      try:
+        images.append(self.load_image(path, name=path))
+        kept.append(path)
+      except decode.UnreadableImageError as e:
+        failures.append((path, e.reason))
+    if not images:
+      return [], failures
+    probs = np.asarray(jax.nn.softmax(self.logits(np.stack(images), batch_size), axis=-1))
+    k = min(top_k, len(self.class_names))
+    results = []
+    for path, p in zip(kept, probs):
+      order = np.argsort(-p)[:k]
+      results.append({"file": path,
+                      "top_k": [(self.class_names[i], float(p[i])) for i in order]})
+    return results, failures
+
+
+def expand_inputs(inputs: Iterable[str]) -> list[str]:
+  """Image files named by paths, folders (searched recursively) and globs, sorted."""
+  import glob  # pylint: disable=g-import-not-at-top
+  files: list[str] = []
+  for item in inputs:
+    if os.path.isdir(item):
+      for root, _, names in os.walk(item):
+        files.extend(os.path.join(root, n) for n in names
+                     if os.path.splitext(n)[1].lower() in decode_extensions())
+    elif any(ch in item for ch in "*?["):
+      matches = sorted(glob.glob(item, recursive=True))
+      if not matches:
+        raise FileNotFoundError(f"--input={item!r} matches no file")
+      files.extend(m for m in matches if os.path.isfile(m))
+    elif os.path.isfile(item):
+      files.append(item)
+    else:
+      raise FileNotFoundError(f"--input={item!r}: no such file or folder")
+  return sorted(dict.fromkeys(files))
+
+
+def decode_extensions() -> frozenset[str]:
+  from carjax.data import sources  # pylint: disable=g-import-not-at-top
+  return frozenset(sources.IMAGE_EXTENSIONS)

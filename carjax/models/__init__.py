@@ -1,0 +1,58 @@
+"""Model registry: a config's `model` section → a Flax module and its input normalisation.
+
+Every model takes NHWC float input already normalised as `(pixels - mean) / std`, and
+implements `__call__(x, *, train)`, `features(x, *, train)` (the last feature map, for
+Grad-CAM) and `classify(features, *, train)`; its classifier is a submodule named `head`.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+import flax.linen as nn
+import jax.numpy as jnp
+
+from carjax.models.cnn import CustomCNN
+
+# Pixel mean and std on the 0..255 scale.
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def _dtype(name: str, option: str):
+  try:
+    return _DTYPES[name]
+  except KeyError:
+    raise ValueError(f"{option} must be one of {sorted(_DTYPES)}, got {name!r}") from None
+
+
+def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+  """Builds the module named by `model_config.name` for `num_classes` outputs."""
+  dtype = _dtype(model_config.get("dtype", "float32"), "config.model.dtype")
+  param_dtype = _dtype(model_config.get("param_dtype", "float32"), "config.model.param_dtype")
+  name = model_config.name
+  if name == "custom_cnn":
+    return CustomCNN(
+        num_classes=num_classes,
+        stage_widths=tuple(model_config.stage_widths),
+        convs_per_stage=model_config.convs_per_stage,
+        kernel_size=model_config.kernel_size,
+        stem_stride=model_config.stem_stride,
+        pooling=model_config.pooling,
+        use_batchnorm=model_config.use_batchnorm,
+        global_pool=model_config.global_pool,
+        dense_widths=tuple(model_config.dense_widths),
+        dropout_rate=model_config.dropout_rate,
+        dtype=dtype, param_dtype=param_dtype)
+  if name == "efficientnet":
+    from carjax.models.efficientnet import efficientnet  # pylint: disable=g-import-not-at-top
+    overrides = dict(model_config.get("overrides", {}) or {})
+    return efficientnet(model_config.variant, num_classes, dtype=dtype, param_dtype=param_dtype,
+                        **overrides)
+  raise ValueError(f"config.model.name must be 'custom_cnn' or 'efficientnet', got {name!r}")
+
+
+def input_normalization(model_config: ml_collections.ConfigDict):
+  """(mean, std) per RGB channel on the 0..255 scale that the model expects."""
+  return tuple(model_config.input_mean), tuple(model_config.input_std)

@@ -1,0 +1,120 @@
+"""The study's own architecture: convolution + non-linearity + pooling, then dense layers.
+
+Each stage is `convs_per_stage` × (3×3 conv → BatchNorm → ReLU) followed by a 2×2 pooling;
+the feature map is then flattened (or globally averaged) and passed through fully connected
+layers `Y = W X + b` to one logit per make. The forward and backward passes of every layer
+used here are written out in `docs/mathematics.md` and checked against `jax.grad` in
+`tests/test_mathematics.py`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+Dtype = Any
+
+
+class ConvStage(nn.Module):
+  """`num_convs` convolutions (each optionally batch-normalised) then one pooling."""
+
+  features: int
+  num_convs: int
+  kernel_size: int = 3
+  first_stride: int = 1
+  pooling: str = "max"
+  use_batchnorm: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    for i in range(self.num_convs):
+      stride = self.first_stride if i == 0 else 1
+      x = nn.Conv(
+          self.features, (self.kernel_size, self.kernel_size), strides=stride,
+          padding="SAME",
+          # A bias before BatchNorm is cancelled by its mean subtraction.
+          use_bias=not self.use_batchnorm,
+          dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{i}")(x)
+      if self.use_batchnorm:
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                         dtype=self.dtype, param_dtype=self.param_dtype, name=f"bn{i}")(x)
+      x = nn.relu(x)
+      self.sow("intermediates", f"after_conv{i}", x)
+    if self.pooling == "max":
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    elif self.pooling == "avg":
+      x = nn.avg_pool(x, (2, 2), strides=(2, 2))
+    elif self.pooling != "none":
+      raise ValueError(f"config.model.pooling must be 'max', 'avg' or 'none', got {self.pooling!r}")
+    self.sow("intermediates", "after_pool", x)
+    return x
+
+
+class CustomCNN(nn.Module):
+  """A plain convolutional network for image classification.
+
+  Attributes:
+    num_classes: number of outputs of the final dense layer (`head`).
+    stage_widths: output channels of each stage; the spatial size halves per stage.
+    convs_per_stage: convolutions in each stage before its pooling.
+    stem_stride: stride of the very first convolution (2 quarters the compute of stage 1).
+    pooling: 'max' or 'avg' pooling at the end of each stage.
+    use_batchnorm: BatchNorm after every convolution.
+    global_pool: 'avg' averages the last feature map over space; 'flatten' keeps every
+      position (the study's Keras model; many more parameters, overfits easily).
+    dense_widths: hidden fully connected layers before the head.
+    dropout_rate: dropout before every dense layer.
+  """
+
+  num_classes: int
+  stage_widths: Sequence[int] = (32, 64, 128, 256)
+  convs_per_stage: int = 2
+  kernel_size: int = 3
+  stem_stride: int = 1
+  pooling: str = "max"
+  use_batchnorm: bool = True
+  global_pool: str = "avg"
+  dense_widths: Sequence[int] = (256,)
+  dropout_rate: float = 0.3
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def setup(self):
+    self.stages = [
+        ConvStage(width, self.convs_per_stage, self.kernel_size,
+                  first_stride=self.stem_stride if i == 0 else 1,
+                  pooling=self.pooling, use_batchnorm=self.use_batchnorm,
+                  dtype=self.dtype, param_dtype=self.param_dtype, name=f"stage{i + 1}")
+        for i, width in enumerate(self.stage_widths)]
+    self.hidden = [nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype,
+                            name=f"dense{i}") for i, w in enumerate(self.dense_widths)]
+    self.dropout = nn.Dropout(self.dropout_rate)
+    self.head = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
+                         name="head")
+
+  def features(self, x, *, train: bool):
+    """The last convolutional feature map (N, h, w, C): what Grad-CAM looks at."""
+    for stage in self.stages:
+      x = stage(x, train=train)
+    return x
+
+  def classify(self, features, *, train: bool):
+    """Pooling/flatten, then the dense layers: logits (N, num_classes) in float32."""
+    if self.global_pool == "avg":
+      x = jnp.mean(features, axis=(1, 2))
+    elif self.global_pool == "flatten":
+      x = features.reshape((features.shape[0], -1))
+    else:
+      raise ValueError(f"config.model.global_pool must be 'avg' or 'flatten', got {self.global_pool!r}")
+    for dense in self.hidden:
+      x = self.dropout(x, deterministic=not train)
+      x = nn.relu(dense(x))
+    x = self.dropout(x, deterministic=not train)
+    return self.head(x).astype(jnp.float32)
+
+  def __call__(self, x, *, train: bool):
+    return self.classify(self.features(x, train=train), train=train)

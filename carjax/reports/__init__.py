@@ -1,0 +1,1 @@
+"""Figures and reports: plots of data, training curves, metrics and model internals."""

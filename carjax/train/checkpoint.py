@@ -1,0 +1,61 @@
+"""orbax checkpoints of the training state, kept as `last` and `best` in the workdir.
+
+A checkpoint holds the whole `TrainState` (parameters, optimiser state, BatchNorm statistics,
+EMA) plus a JSON record of the run (epoch, metrics, class names). It is always restored into
+an abstract target built with `jax.eval_shape`, so optax's state keeps its types and every
+array lands with the sharding the mesh wants.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+LAST, BEST = "last", "best"
+
+
+def checkpoint_dir(workdir: str, which: str) -> str:
+  return os.path.join(os.path.abspath(workdir), "checkpoints", which)
+
+
+def manager(workdir: str, which: str) -> ocp.CheckpointManager:
+  """A manager keeping only the newest checkpoint of `which` ('last' or 'best')."""
+  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
+                                         enable_async_checkpointing=False)
+  return ocp.CheckpointManager(checkpoint_dir(workdir, which), options=options,
+                               item_names=("state", "meta"))
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:
+  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                          meta=ocp.args.JsonSave(meta)), force=True)
+  mngr.wait_until_finished()
+
+
+def abstract_like(state: Any) -> Any:
+  """ShapeDtypeStructs (with shardings) of a concrete or abstract state."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+      state)
+
+
+def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None = None):
+  """(state, meta) of `step` (default: the newest), or None if the directory holds none."""
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    return None
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+  return restored["state"], restored["meta"]
+
+
+def read_meta(workdir: str, which: str) -> dict | None:
+  """The JSON record of a workdir's checkpoint without loading any array."""
+  mngr = manager(workdir, which)
+  step = mngr.latest_step()
+  if step is None:
+    return None
+  return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]

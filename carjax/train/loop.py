@@ -1,0 +1,250 @@
+"""`train_and_evaluate(config, workdir)`: the whole training run, resumable at any step.
+
+Start-up order for the weights: the newest checkpoint in `workdir` (a stopped run resumes
+where it was), else `config.init.resume_from` (another run's checkpoint), else pretrained
+weights named by `config.model.pretrained` (the head re-initialised for our classes), else
+random initialisation. Data order and augmentation are pure functions of (seed, step), so a
+resumed run reproduces an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from carjax import models
+from carjax.data import pipeline
+from carjax.evaluation import metrics as metrics_lib
+from carjax.train import checkpoint as ckpt
+from carjax.train import optim
+from carjax.train import steps as steps_lib
+from carjax.train.run_io import MetricWriter, ProgressBar, load_data, write_run_files
+from carjax.train.state import TrainState
+
+
+def rngs_from_seed(seed: int) -> dict[str, jax.Array]:
+  """Independent keys by purpose, all derived from the one `config.seed`."""
+  root = jax.random.key(seed)
+  init, train = jax.random.split(root)
+  return {"init": init, "train": train}
+
+
+def class_weights_for(labels: np.ndarray, num_classes: int) -> np.ndarray:
+  """Inverse-frequency weights with mean 1 over examples (a class absent from train gets 0)."""
+  counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+  weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
+  return weights.astype(np.float32)
+
+
+def init_variables(model, config: ml_collections.ConfigDict, rng):
+  size = config.data.image_size
+  return model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
+
+
+def create_train_state(model, config: ml_collections.ConfigDict, rng, tx) -> TrainState:
+  """A freshly initialised state (pure: use under `jax.jit` or `jax.eval_shape`).
+
+  `tx` is built once per run and shared, so every state of the run has the same static
+  (non-array) fields, which jit's output shardings and checkpoint restores compare.
+  """
+  variables = init_variables(model, config, rng)
+  params = variables["params"]
+  return TrainState.create(
+      apply_fn=model.apply, params=params, tx=tx,
+      batch_stats=variables.get("batch_stats", {}),
+      ema_params=params if config.train.ema_decay else {})
+
+
+def _initial_state(model, config, workdir, rngs, tx, state_sharding, abstract):
+  """Applies the resume order; returns (state, meta of the restored checkpoint or {})."""
+  restored = ckpt.restore(ckpt.manager(workdir, ckpt.LAST), abstract)
+  if restored is not None:
+    state, meta = restored
+    logging.info("Resuming from %s at step %d.", ckpt.checkpoint_dir(workdir, ckpt.LAST),
+                 int(state.step))
+    return state, meta
+  if config.init.resume_from:
+    source_dir = config.init.resume_from
+    restored = ckpt.restore(ckpt.manager(source_dir, ckpt.LAST), abstract)
+    if restored is None:
+      raise FileNotFoundError(
+          f"config.init.resume_from={source_dir!r} holds no checkpoint under "
+          f"{ckpt.checkpoint_dir(source_dir, ckpt.LAST)}")
+    logging.info("Starting from the checkpoint of %s.", source_dir)
+    return restored
+  init = jax.jit(lambda r: create_train_state(model, config, r, tx),
+                 out_shardings=state_sharding)
+  state = init(rngs["init"])
+  if config.model.pretrained:
+    from carjax.models import pretrained  # pylint: disable=g-import-not-at-top
+    variables, conventions = pretrained.load_pretrained(config.model.pretrained)
+    pretrained.check_conventions(conventions, config.model)
+    merged = pretrained.merge_pretrained(
+        {"params": state.params, "batch_stats": state.batch_stats}, variables,
+        reinit=("head",))
+    merged = jax.device_put(merged, NamedSharding(_mesh_of(state_sharding), P()))
+    state = state.replace(params=merged["params"], batch_stats=merged["batch_stats"])
+    if config.train.ema_decay:
+      state = state.replace(ema_params=merged["params"])
+    logging.info("Initialised from pretrained weights %s (head re-initialised).",
+                 config.model.pretrained)
+  return state, {}
+
+
+def _mesh_of(sharding_tree):
+  return jax.tree.leaves(sharding_tree)[0].mesh
+
+
+def evaluate_state(eval_step, state, images, labels, batch_size, data_sharding):
+  """Runs `eval_step` over a whole split; returns (summary dict, logits [N, K])."""
+  sums: dict[str, float] = {}
+  logits = []
+  for batch in pipeline.eval_batches(images, labels, batch_size):
+    out = jax.device_get(eval_step(state, pipeline.shard_batch(batch, data_sharding)))
+    logits.append(out.pop("logits")[batch["mask"] > 0])
+    for k, v in out.items():
+      sums[k] = sums.get(k, 0.0) + float(v)
+  count = max(sums["count"], 1.0)
+  summary = {"loss": sums["loss_sum"] / count, "accuracy": sums["correct"] / count,
+             "top3_accuracy": sums["top3_correct"] / count, "count": int(sums["count"])}
+  return summary, np.concatenate(logits) if logits else np.zeros((0, 0), np.float32)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Trains `config` in `workdir`, evaluating each epoch; returns the final eval metrics."""
+  os.makedirs(workdir, exist_ok=True)
+  rngs = rngs_from_seed(config.seed)
+  data = load_data(config)
+  class_names = data.class_names
+  num_classes = len(class_names)
+  write_run_files(config, workdir, class_names, data)
+
+  num_devices = jax.device_count()
+  if config.train.batch_size % num_devices or config.eval.batch_size % num_devices:
+    raise ValueError(
+        f"config.train.batch_size={config.train.batch_size} and config.eval.batch_size="
+        f"{config.eval.batch_size} must be multiples of the {num_devices} devices")
+  # Auto axes: XLA propagates the batch sharding through augmentation and the model.
+  mesh = jax.make_mesh((num_devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  data_sharding = NamedSharding(mesh, P("data"))
+  replicated = NamedSharding(mesh, P())
+
+  model = models.build_model(config.model, num_classes)
+  mean, std = models.input_normalization(config.model)
+  per_epoch = pipeline.steps_per_epoch(len(data.train.labels), config.train.batch_size)
+  total_steps = per_epoch * config.train.num_epochs
+
+  abstract_params = jax.eval_shape(
+      lambda r: init_variables(model, config, r), rngs["init"])["params"]
+  tx, schedules = optim.make_optimizer(config.train, per_epoch, abstract_params)
+  abstract = jax.eval_shape(lambda r: create_train_state(model, config, r, tx), rngs["init"])
+  state_sharding = jax.tree.map(lambda _: replicated, abstract)
+  abstract = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
+  state, meta = _initial_state(model, config, workdir, rngs, tx, state_sharding, abstract)
+
+  weights = (class_weights_for(data.train.labels, num_classes)
+             if config.train.class_weights else None)
+  train_step = jax.jit(
+      steps_lib.make_train_step(model, config, num_classes, mean, std, weights),
+      donate_argnums=(0,), out_shardings=(state_sharding, replicated))
+  eval_step = jax.jit(steps_lib.make_eval_step(model, config, num_classes, mean, std),
+                      out_shardings=replicated)
+
+  last_mngr = ckpt.manager(workdir, ckpt.LAST)
+  best_mngr = ckpt.manager(workdir, ckpt.BEST)
+  best_metric = config.eval.best_metric
+  best_value = meta.get("best_value", -np.inf)
+  train_seconds = meta.get("train_seconds", 0.0)
+  writer = MetricWriter(workdir)
+  start_step = int(state.step)
+  if start_step >= total_steps:
+    logging.info("Training already finished (%d/%d steps).", start_step, total_steps)
+
+  def make_meta(step, epoch, eval_summary=None):
+    return {"step": step, "epoch": epoch, "class_names": list(class_names),
+            "best_metric": best_metric, "best_value": best_value,
+            "train_seconds": train_seconds, "eval": eval_summary or {}}
+
+  batches = pipeline.train_batches(data.train.images, data.train.labels,
+                                   config.train.batch_size, config.seed, start_step)
+  step = start_step
+  try:
+    while step < total_steps:
+      epoch = step // per_epoch + 1
+      epoch_end = epoch * per_epoch
+      bar = ProgressBar(epoch, config.train.num_epochs, start=step - (epoch - 1) * per_epoch,
+                        total=per_epoch)
+      sums = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+      window_start, window_images = time.perf_counter(), 0
+      pending = []
+      while step < epoch_end:
+        batch = pipeline.shard_batch(next(batches), data_sharding)
+        state, step_metrics = train_step(state, batch, rngs["train"])
+        pending.append(step_metrics)
+        step += 1
+        window_images += config.train.batch_size
+        if step % config.train.log_every_steps == 0 or step == epoch_end:
+          # Fetching metrics syncs host and device; do it once per window, not per step.
+          for m in jax.device_get(pending):
+            for k in sums:
+              sums[k] += float(m[k])
+          last_grad_norm = float(pending[-1]["grad_norm"])
+          pending = []
+          elapsed = time.perf_counter() - window_start
+          train_seconds += elapsed
+          images_per_s = window_images / max(elapsed, 1e-9)
+          bar.update(step - (epoch - 1) * per_epoch,
+                     loss=sums["loss_sum"] / sums["count"],
+                     accuracy=sums["correct"] / sums["count"], images_per_s=images_per_s)
+          writer.write(step, "train", {
+              "loss": sums["loss_sum"] / sums["count"],
+              "accuracy": sums["correct"] / sums["count"], "images_per_s": images_per_s,
+              "grad_norm": last_grad_norm,
+              "lr_backbone": float(schedules["backbone"](step)),
+              "lr_head": float(schedules["head"](step)), "epoch": epoch})
+          window_start, window_images = time.perf_counter(), 0
+      bar.close()
+
+      eval_summary = None
+      if epoch % config.eval.every_epochs == 0 or step == total_steps:
+        t0 = time.perf_counter()
+        eval_summary, logits = evaluate_state(eval_step, state, data.eval.images,
+                                              data.eval.labels, config.eval.batch_size,
+                                              data_sharding)
+        eval_summary.update(metrics_lib.headline_metrics(
+            data.eval.labels, logits, num_classes))
+        eval_summary["seconds"] = time.perf_counter() - t0
+        eval_summary["epoch"] = epoch
+        writer.write(step, config.data.eval_split, eval_summary)
+        logging.info("epoch %d/%d  %s: %s", epoch, config.train.num_epochs,
+                     config.data.eval_split, metrics_lib.format_summary(eval_summary))
+        if eval_summary[best_metric] > best_value:
+          best_value = eval_summary[best_metric]
+          ckpt.save(best_mngr, step, state, make_meta(step, epoch, eval_summary))
+      ckpt.save(last_mngr, step, state, make_meta(step, epoch, eval_summary))
+  except KeyboardInterrupt:
+    logging.warning("Interrupted at step %d: saving a checkpoint so the same command resumes.",
+                    step)
+    try:
+      ckpt.save(last_mngr, step, state, make_meta(step, step // per_epoch + 1))
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning("Could not save at the interruption (%s); the run resumes from the "
+                      "last epoch's checkpoint instead.", e)
+    writer.close()
+    raise
+  writer.close()
+
+  # The run's result: the best checkpoint, evaluated and reported in full.
+  from carjax.evaluation import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  return evaluate_lib.evaluate_workdir(workdir, which=ckpt.BEST, split=config.data.eval_split,
+                                       preloaded=data)

@@ -1,0 +1,131 @@
+"""What a run reads and writes around the training loop: data, run files, metrics, progress."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Any
+
+from absl import logging
+import ml_collections
+import numpy as np
+import tqdm
+
+from carjax.data import cache as cache_lib
+from carjax.data import sources
+
+
+@dataclasses.dataclass
+class RunData:
+  """The decoded train and eval splits of a run."""
+
+  class_names: tuple[str, ...]
+  train: Any  # carjax.data.cache.CachedSplit
+  eval: Any
+
+
+NO_DATA_HELP = """\
+No training data given: set --config.data.source.
+
+  * An image folder:  --config.data.source=folder:/path/to/cars  holding
+    /path/to/cars/{train,val}/<Make>/*.jpg (or /path/to/cars/<Make>/*.jpg, split for you).
+  * Stanford Cars, as downloaded from Kaggle, Hugging Face or the original devkit: first run
+      python -m launch.prepare_data --input=/path/to/download --output=/path/to/cars
+    then train with --config.data.source=folder:/path/to/cars  (README.md, "Getting the data").
+  * A TensorFlow Datasets dataset:  --config.data.source=tfds:NAME
+"""
+
+
+def open_configured_source(data_cfg: ml_collections.ConfigDict):
+  """The data source named by `config.data.source`, with the config's split options."""
+  return sources.open_source(
+      data_cfg.source, split_seed=data_cfg.split_seed, val_fraction=data_cfg.val_fraction,
+      test_fraction=data_cfg.test_fraction,
+      tfds_data_dir=data_cfg.get("tfds_data_dir") or None,
+      tfds_manual_dir=data_cfg.get("tfds_manual_dir") or None)
+
+
+def load_data(config: ml_collections.ConfigDict) -> RunData:
+  """Opens `config.data.source` and decodes (or loads cached) train and eval splits."""
+  data_cfg = config.data
+  if not data_cfg.source:
+    raise ValueError(NO_DATA_HELP)
+  source = open_configured_source(data_cfg)
+  cache_dir = os.path.expanduser(data_cfg.cache_dir) if data_cfg.cache_dir else None
+  load = lambda split: cache_lib.load_split(
+      source, split, image_size=data_cfg.image_size, resize_mode=data_cfg.resize_mode,
+      cache_dir=cache_dir, num_workers=data_cfg.num_workers or None, progress=True)
+  train = load(data_cfg.train_split)
+  evaluation = load(data_cfg.eval_split)
+  for split, part in ((data_cfg.train_split, train), (data_cfg.eval_split, evaluation)):
+    logging.info("%s: %d images decoded, %d unreadable skipped.", split, len(part.labels),
+                 len(part.failures))
+  return RunData(tuple(source.class_names), train, evaluation)
+
+
+def write_run_files(config: ml_collections.ConfigDict, workdir: str, class_names, data: RunData):
+  """config.json, class_names.json and the list of unreadable files, in the workdir."""
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  with open(os.path.join(workdir, "class_names.json"), "w") as f:
+    json.dump(list(class_names), f, indent=2)
+  failures = [{"split": s, "file": n, "reason": r}
+              for s, part in (("train", data.train), ("eval", data.eval))
+              for n, r in part.failures]
+  with open(os.path.join(workdir, "unreadable_files.json"), "w") as f:
+    json.dump(failures, f, indent=2)
+
+
+def load_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a workdir's run was trained with."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: is {workdir!r} a carjax training workdir?")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+class MetricWriter:
+  """Appends metrics to `metrics.jsonl` and to TensorBoard event files under `tensorboard/`."""
+
+  def __init__(self, workdir: str):
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, step: int, split: str, values: dict[str, Any]) -> None:
+    scalars = {k: float(v) for k, v in values.items() if isinstance(v, (int, float, np.number))}
+    self._jsonl.write(json.dumps({"step": int(step), "split": split, **scalars}) + "\n")
+    self._jsonl.flush()
+    for k, v in scalars.items():
+      self._tb.add_scalar(f"{split}/{k}", v, step)
+
+  def close(self) -> None:
+    self._jsonl.close()
+    self._tb.close()
+
+
+class ProgressBar:
+  """One tqdm line per epoch in the style of Keras: loss, accuracy, images/s and ETA."""
+
+  def __init__(self, epoch: int, num_epochs: int, start: int, total: int):
+    self._bar = tqdm.tqdm(total=total, initial=start, desc=f"Epoch {epoch}/{num_epochs}",
+                          unit="step", dynamic_ncols=True, file=sys.stderr,
+                          disable=None)  # None: off when stderr is not a terminal.
+    self._done = start
+    self._epoch, self._num_epochs, self._total = epoch, num_epochs, total
+
+  def update(self, done: int, **values: float) -> None:
+    self._bar.update(done - self._done)
+    self._done = done
+    self._bar.set_postfix(loss=f"{values['loss']:.4f}", acc=f"{values['accuracy']:.4f}",
+                          img_s=f"{values['images_per_s']:.1f}")
+    if self._bar.disable:
+      logging.info("Epoch %d/%d step %d/%d: loss %.4f, accuracy %.4f, %.1f images/s",
+                   self._epoch, self._num_epochs, done, self._total, values["loss"],
+                   values["accuracy"], values["images_per_s"])
+
+  def close(self) -> None:
+    self._bar.close()

@@ -1,0 +1,70 @@
+"""Fields shared by every carjax run; the experiment configs derive from `get_config()` here.
+
+Every field can be overridden on the command line as `--config.section.field=value`; the
+returned ConfigDict is locked, so a misspelt field is an error rather than a silent no-op.
+"""
+
+import ml_collections
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  # 'folder:/path' (an image folder) or 'tfds:NAME'. Empty: the run says what to do.
+  c.data.source = ""
+  c.data.train_split = "train"
+  c.data.eval_split = "val"
+  c.data.image_size = 224
+  # The photos are wide bounding-box crops: 'squash' keeps the whole car (measured best,
+  # ../shared/notes/reference-finetune.md); 'crop' and 'pad' are the alternatives.
+  c.data.resize_mode = "squash"
+  c.data.cache_dir = "~/.cache/carjax"  # Decoded images; empty string: memory only.
+  c.data.num_workers = 0  # Decoding threads; 0 picks the number of CPUs.
+  c.data.split_seed = 0  # For sources without split folders.
+  c.data.val_fraction = 0.15
+  c.data.test_fraction = 0.15
+  c.data.tfds_data_dir = ""
+  c.data.tfds_manual_dir = ""
+  c.data.augment = ml_collections.ConfigDict()
+  c.data.augment.crop_scale = (0.35, 1.0)
+  c.data.augment.crop_ratio = (0.75, 1.333)
+  c.data.augment.flip = True
+  c.data.augment.color_jitter = 0.2
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = ""
+  c.model.dtype = "float32"
+  c.model.param_dtype = "float32"
+  c.model.input_mean = IMAGENET_MEAN
+  c.model.input_std = IMAGENET_STD
+  c.model.pretrained = ""  # A directory written by launch/convert_weights.py.
+
+  c.train = ml_collections.ConfigDict()
+  c.train.batch_size = 32
+  c.train.num_epochs = 10
+  c.train.optimizer = "adamw"  # or 'sgd' (Nesterov momentum).
+  c.train.learning_rate = 1e-3  # Peak rate of the backbone (the whole model if no split).
+  c.train.head_lr_multiplier = 1.0  # Head's peak rate = learning_rate × this.
+  c.train.momentum = 0.9
+  c.train.weight_decay = 0.05  # Kernels only.
+  c.train.warmup_epochs = 1.0
+  c.train.freeze_backbone_epochs = 0.0  # Head-only training first (fine-tuning).
+  c.train.label_smoothing = 0.1
+  c.train.class_weights = False  # Inverse-frequency weighting of the loss.
+  c.train.grad_clip_norm = 0.0  # 0: off.
+  c.train.ema_decay = 0.0  # 0: no EMA of weights; e.g. 0.999 evaluates the EMA.
+  c.train.log_every_steps = 10
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.batch_size = 64
+  c.eval.every_epochs = 1
+  c.eval.best_metric = "accuracy"  # Any key of the eval summary, e.g. 'macro_f1'.
+
+  c.init = ml_collections.ConfigDict()
+  c.init.resume_from = ""  # Another workdir whose last checkpoint starts this run.
+  return c

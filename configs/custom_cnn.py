@@ -1,0 +1,37 @@
+"""The study's own convolutional network, trained from scratch on car photos.
+
+Command (cars20, this repository's reference run; see RESULTS.md for the figures):
+
+  python -m launch.train --config=configs/custom_cnn.py \
+      --config.data.source=folder:../shared/data/cars20 --workdir=runs/custom_cnn
+"""
+
+import ml_collections
+
+from configs import base
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = base.get_config()
+  c.data.image_size = 128
+  c.model.name = "custom_cnn"
+  c.model.stage_widths = (32, 64, 128, 256, 384)
+  c.model.convs_per_stage = 2
+  c.model.kernel_size = 3
+  c.model.stem_stride = 1
+  c.model.pooling = "max"
+  c.model.use_batchnorm = True
+  c.model.global_pool = "avg"
+  c.model.dense_widths = (256,)
+  c.model.dropout_rate = 0.3
+  c.train.batch_size = 32
+  c.train.num_epochs = 40
+  c.train.optimizer = "adamw"
+  c.train.learning_rate = 2e-3
+  c.train.weight_decay = 0.05
+  c.train.warmup_epochs = 2
+  c.train.label_smoothing = 0.1
+  c.data.augment.crop_scale = (0.25, 1.0)
+  c.data.augment.color_jitter = 0.3
+  c.lock()
+  return c

@@ -1,0 +1,38 @@
+r"""Evaluates a workdir's best (or last) checkpoint on a split or on any image folder.
+
+  python -m launch.evaluate --workdir=runs/custom_cnn --split=val
+  python -m launch.evaluate --workdir=runs/custom_cnn --folder=/photos/by_make --output=out/
+
+Writes metrics.json, per_class.csv, confusion_matrix.{csv,png} and predictions.csv.
+"""
+
+import json
+
+from absl import app
+from absl import flags
+from absl import logging  # pylint: disable=unused-import
+from carjax import logging_setup
+
+from carjax.evaluation import evaluate
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint.")
+_SPLIT = flags.DEFINE_string("split", None, "A split of the run's data (default: its eval split).")
+_FOLDER = flags.DEFINE_string("folder", None, "An image folder of the same classes instead.")
+_OUTPUT = flags.DEFINE_string("output", None, "Output folder (default: inside the workdir).")
+flags.mark_flags_as_required(["workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if _SPLIT.value and _FOLDER.value:
+    raise app.UsageError("Give --split or --folder, not both.")
+  logging_setup.setup()
+  summary = evaluate.evaluate_workdir(_WORKDIR.value, _CHECKPOINT.value, split=_SPLIT.value,
+                                      folder=_FOLDER.value, output_dir=_OUTPUT.value)
+  print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,36 @@
+r"""Top-k makes for images: a file, a folder (recursive) or a glob.
+
+  python -m launch.predict --workdir=runs/lite0 --input=photo.jpg
+  python -m launch.predict --workdir=runs/lite0 --input='photos/*.jpg' --format=json --top_k=5
+"""
+
+from absl import app
+from absl import flags
+
+from carjax import inference
+from carjax.reports import prediction_output
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
+_CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint.")
+_INPUT = flags.DEFINE_multi_string("input", None, "Image file, folder or glob (repeatable).")
+_TOP_K = flags.DEFINE_integer("top_k", 3, "How many makes per image.")
+_FORMAT = flags.DEFINE_enum("format", "table", ["table", "json", "csv"], "Output format.")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Images per forward pass.")
+flags.mark_flags_as_required(["workdir", "input"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  files = inference.expand_inputs(_INPUT.value)
+  if not files:
+    raise app.UsageError(f"No image files found in {_INPUT.value}")
+  predictor = inference.Predictor(_WORKDIR.value, _CHECKPOINT.value)
+  results, failures = predictor.predict_files(files, _TOP_K.value, _BATCH.value)
+  print(prediction_output.render(results, failures, _FORMAT.value), end="")
+  if failures and not results:
+    raise SystemExit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)
