@@ -21,6 +21,7 @@ import pytest
 from jax.test_util import check_grads
 
 from carjax import mathematics as M
+from carjax.models import cnn as cnn_module
 from carjax.models.cnn import CustomCNN
 
 F64 = dict(rtol=1e-10, atol=1e-10)
@@ -36,6 +37,11 @@ def x64():
 
 def _rand(rng: np.random.Generator, shape, dtype=np.float64):
   return jnp.asarray(rng.standard_normal(shape), dtype)
+
+
+def _vjp(f, *primals):
+  """`jax.vjp` of the jitted `f` (compiles two small programs instead of many eager ops)."""
+  return jax.vjp(jax.jit(f), *primals)
 
 
 def _close(actual, expected, tol):
@@ -69,7 +75,7 @@ def _conv_case(case, dtype, seed=0):
   params = {"kernel": _rand(rng, (k, k, cin, cout), dtype), "bias": _rand(rng, (cout,), dtype)}
   conv = _flax_conv(cout, k, stride, padding)
   f = lambda p, x: conv.apply({"params": p}, x)
-  y, vjp = jax.vjp(f, params, x)
+  y, vjp = _vjp(f, params, x)
   dy = _rand(rng, y.shape, dtype)
   dparams, dx = vjp(dy)
   return x, params, y, dy, dparams, dx
@@ -145,7 +151,7 @@ POOL_CASES = [
 
 def _pool_vjp(pool, x, window, stride, dy_seed):
   f = lambda x: pool(x, (window, window), strides=(stride, stride))
-  y, vjp = jax.vjp(f, x)
+  y, vjp = _vjp(f, x)
   dy = _rand(np.random.default_rng(dy_seed), y.shape, x.dtype)
   return y, dy, vjp(dy)[0]
 
@@ -187,11 +193,11 @@ def test_avgpool_forward_and_backward(x64, case):
 def test_global_avgpool_and_flatten(x64):
   rng = np.random.default_rng(9)
   x = _rand(rng, (2, 3, 5, 4))
-  y, vjp = jax.vjp(lambda x: jnp.mean(x, axis=(1, 2)), x)
+  y, vjp = _vjp(lambda x: jnp.mean(x, axis=(1, 2)), x)
   dy = _rand(rng, y.shape)
   _close(M.global_avgpool_forward(x), y, F64)
   _close(M.global_avgpool_backward(x.shape, dy), vjp(dy)[0], F64)
-  y, vjp = jax.vjp(lambda x: x.reshape((x.shape[0], -1)), x)
+  y, vjp = _vjp(lambda x: x.reshape((x.shape[0], -1)), x)
   dy = _rand(rng, y.shape)
   _close(M.flatten_forward(x), y, F64)
   # Row-major index (h W + w) C + c of Eq. (16).
@@ -210,7 +216,7 @@ def test_dense_forward_and_backward(dtype, tol):
     x = _rand(rng, (5, 7), dtype)
     params = {"kernel": _rand(rng, (7, 3), dtype), "bias": _rand(rng, (3,), dtype)}
     f = lambda p, x: nn.Dense(3).apply({"params": p}, x)
-    y, vjp = jax.vjp(f, params, x)
+    y, vjp = _vjp(f, params, x)
     dy = _rand(rng, y.shape, dtype)
     dparams, dx = vjp(dy)
     _close(M.dense_forward(x, params["kernel"], params["bias"]), y, tol)
@@ -223,7 +229,7 @@ def test_dense_forward_and_backward(dtype, tol):
 def test_relu_forward_and_backward(x64):
   rng = np.random.default_rng(11)
   x = _rand(rng, (4, 5, 3)).at[0, 0].set(0.0)   # exact zeros: the subgradient there is 0
-  y, vjp = jax.vjp(nn.relu, x)
+  y, vjp = _vjp(nn.relu, x)
   dy = _rand(rng, y.shape)
   _close(M.relu_forward(x), y, F64)
   _close(M.relu_backward(x, dy), vjp(dy)[0], F64)
@@ -247,7 +253,7 @@ def test_batchnorm_train_forward_and_backward(x64, shape):
   def f(p, x):
     return bn.apply({"params": p, "batch_stats": stats}, x, mutable=["batch_stats"])
 
-  (y, new_vars), vjp = jax.vjp(f, params, x)
+  (y, new_vars), vjp = _vjp(f, params, x)
   dy = _rand(rng, y.shape)
   dparams, dx = vjp((dy, jax.tree.map(jnp.zeros_like, new_vars)))
 
@@ -274,7 +280,7 @@ def test_batchnorm_eval_is_affine(x64):
   params = {"scale": _rand(rng, (3,)), "bias": _rand(rng, (3,))}
   stats = {"mean": _rand(rng, (3,)), "var": jnp.exp(_rand(rng, (3,)))}
   bn = nn.BatchNorm(use_running_average=True, epsilon=1e-5)
-  y, vjp = jax.vjp(lambda x: bn.apply({"params": params, "batch_stats": stats}, x), x)
+  y, vjp = _vjp(lambda x: bn.apply({"params": params, "batch_stats": stats}, x), x)
   dy = _rand(rng, y.shape)
   _close(M.batchnorm_eval_forward(x, params["scale"], params["bias"], stats["mean"],
                                   stats["var"]), y, F64)
@@ -294,7 +300,7 @@ def test_dropout_forward_and_backward(x64):
   f = lambda x: drop.apply({}, x, rngs={"dropout": key})
   mask = f(jnp.ones_like(x)) != 0            # the mask this key draws
   assert 0 < int(mask.sum()) < mask.size
-  y, vjp = jax.vjp(f, x)
+  y, vjp = _vjp(f, x)
   dy = _rand(rng, y.shape)
   _close(M.dropout_forward(x, mask, rate), y, F64)
   _close(M.dropout_backward(dy, mask, rate), vjp(dy)[0], F64)
@@ -317,7 +323,8 @@ def test_softmax_cross_entropy(alpha, dtype, tol):
     loss = lambda z: optax.softmax_cross_entropy(z, targets)
     _close(M.softmax_cross_entropy(logits, targets), loss(logits), tol)
     # Per-example gradient softmax(z) - y (the sum over the batch decouples the rows).
-    grad = jax.grad(lambda z: loss(z).sum())(logits)
+    grad_fn = jax.jit(jax.grad(lambda z: loss(z).sum()))
+    grad = grad_fn(logits)
     _close(M.softmax_cross_entropy_grad(logits, targets), grad, tol)
     _close(M.softmax_cross_entropy_grad(logits, targets).sum(axis=-1), np.zeros(5), tol)
     # Log-sum-exp stabilisation: logits around 1e4 neither overflow nor change the loss.
@@ -325,13 +332,31 @@ def test_softmax_cross_entropy(alpha, dtype, tol):
     assert np.all(np.isfinite(np.asarray(M.softmax_cross_entropy(big, targets))))
     _close(M.softmax_cross_entropy(big, targets), M.softmax_cross_entropy(logits, targets),
            dict(rtol=1e-9, atol=1e-9) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-3))
-    _close(M.softmax_cross_entropy_grad(big, targets), jax.grad(lambda z: loss(z).sum())(big),
-           tol)
+    _close(M.softmax_cross_entropy_grad(big, targets), grad_fn(big), tol)
 
 
 # ----------------------------------------------------------------------------------------
 # the whole network
 # ----------------------------------------------------------------------------------------
+
+class _JnpWithFloat64Logits:
+  """`jax.numpy`, except that `float32` is `float64`.
+
+  `CustomCNN.classify` casts its logits with `.astype(jnp.float32)`; patched into the model's
+  module for the float64 checks below, this keeps the logits in float64 so that finite
+  differences with a small step stay meaningful. Nothing else in `cnn.py` changes.
+  """
+
+  float32 = jnp.float64
+
+  def __getattr__(self, name):
+    return getattr(jnp, name)
+
+
+@pytest.fixture
+def float64_logits(x64, monkeypatch):
+  monkeypatch.setattr(cnn_module, "jnp", _JnpWithFloat64Logits())
+
 
 def _tiny_cnn(global_pool, pooling="max", stem_stride=1, dense_widths=(6,)):
   return CustomCNN(num_classes=5, stage_widths=(4, 4), convs_per_stage=2, kernel_size=3,
@@ -340,8 +365,21 @@ def _tiny_cnn(global_pool, pooling="max", stem_stride=1, dense_widths=(6,)):
                    dtype=jnp.float64, param_dtype=jnp.float64)
 
 
-def _init(model, x):
-  variables = model.init(jax.random.PRNGKey(0), x, train=False)
+def _random_variables(model, x, seed):
+  """Random parameters of the shapes `model.init` would make (traced only, never compiled):
+  kernels ~ N(0, 1/fan_in), BatchNorm scale ~ 1 + N(0, 0.1^2), biases ~ N(0, 0.1^2)."""
+  shapes = jax.eval_shape(functools.partial(model.init, train=False), jax.random.PRNGKey(0), x)
+  rng = np.random.default_rng(seed)
+
+  def draw(path, leaf):
+    name = path[-1].key
+    if name == "kernel":
+      return _rand(rng, leaf.shape) / np.sqrt(np.prod(leaf.shape[:-1]))
+    if name in ("scale", "var"):
+      return 1.0 + 0.1 * _rand(rng, leaf.shape)
+    return 0.1 * _rand(rng, leaf.shape)
+
+  variables = jax.tree_util.tree_map_with_path(draw, shapes)
   return variables["params"], variables["batch_stats"]
 
 
@@ -409,23 +447,22 @@ def _manual_loss_and_grads(model: CustomCNN, params, x, targets):
   return loss, logits, grads, g
 
 
-@pytest.mark.parametrize("global_pool,pooling,stem_stride", [
-    ("avg", "max", 1), ("flatten", "avg", 2), ("flatten", "max", 1)])
-def test_hand_composed_backward_matches_jax_grad(x64, global_pool, pooling, stem_stride):
-  model = _tiny_cnn(global_pool, pooling, stem_stride)
+def test_hand_composed_backward_matches_jax_grad(float64_logits):
+  """Section 9: the layer formulas chained by hand reproduce jax.grad of the whole loss."""
+  model = _tiny_cnn("flatten", pooling="max", stem_stride=2)
   rng = np.random.default_rng(16)
   x = _rand(rng, (2, 16, 16, 3))
   targets = optax.smooth_labels(jax.nn.one_hot(jnp.array([1, 3]), 5, dtype=jnp.float64), 0.1)
-  params, batch_stats = _init(model, x)
-  params = jax.tree.map(lambda p: p + 0.1 * _rand(rng, p.shape), params)  # non-trivial BN
+  params, batch_stats = _random_variables(model, x, seed=18)
 
   def loss_fn(params, x):
     logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
                             mutable=["batch_stats"])
     return optax.softmax_cross_entropy(logits, targets).mean(), logits
 
-  (loss, logits), (grads, dx) = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
-      params, x)
+  (loss, logits), (grads, dx) = jax.jit(
+      jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True))(params, x)
+  assert logits.dtype == jnp.float64
   ref = jax.jit(functools.partial(_manual_loss_and_grads, model))
   loss_ref, logits_ref, grads_ref, dx_ref = ref(params, x, targets)
   _close(logits_ref, logits, F64)
@@ -438,18 +475,22 @@ def test_hand_composed_backward_matches_jax_grad(x64, global_pool, pooling, stem
   _close(dx_ref, dx, dict(rtol=1e-8, atol=1e-11))
 
 
-@pytest.mark.parametrize("global_pool", ["avg", "flatten"])
-def test_custom_cnn_check_grads(x64, global_pool):
-  model = _tiny_cnn(global_pool)
+@pytest.mark.parametrize("global_pool,pooling,modes", [("avg", "max", ("fwd", "rev")),
+                                                       ("flatten", "avg", ("rev",))])
+def test_custom_cnn_check_grads(float64_logits, global_pool, pooling, modes):
+  model = _tiny_cnn(global_pool, pooling)
   x = _rand(np.random.default_rng(17), (2, 16, 16, 3))
-  params, batch_stats = _init(model, x)
+  params, batch_stats = _random_variables(model, x, seed=19)
 
   def f(params, x):
     logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
                             mutable=["batch_stats"])
     return logits
 
-  # eps small so that a finite-difference step almost never crosses a ReLU kink or
-  # reorders a max-pooling window; central differences are then accurate to ~eps^2.
-  check_grads(jax.jit(f), (params, x), order=1, modes=("fwd", "rev"), eps=1e-6,
+  assert f(params, x).dtype == jnp.float64
+  # A small eps, so that a finite-difference step (along check_grads' N(0, 1) direction)
+  # almost never crosses a ReLU kink or reorders a max-pooling window; float64 central
+  # differences are then accurate to ~1e-8 relative. (check_grads scales atol/rtol by the
+  # number of outputs, 10 here.)
+  check_grads(jax.jit(f), (params, x), order=1, modes=modes, eps=1e-7,
               atol=1e-6, rtol=1e-6)

@@ -105,8 +105,8 @@ def load_split(source: Any, split: str, *, image_size: int,
   if cache_dir is not None:
     key = cache_key(source, split, records, image_size=image_size,
                     resize_mode=resize_mode)
-    paths = _cache_paths(os.fspath(cache_dir), split, image_size, resize_mode,
-                         key)
+    prefix = _cache_prefix(source, split, image_size, resize_mode)
+    paths = _cache_paths(os.fspath(cache_dir), prefix, key)
     cached = _read_cache(*paths, key=key, image_size=image_size, mmap=mmap)
     if cached is not None:
       cached.class_names = class_names
@@ -118,8 +118,10 @@ def load_split(source: Any, split: str, *, image_size: int,
                            progress=progress, description=f"decode {split}")
   result.class_names = class_names
   if paths is not None:
-    _write_cache(result, *paths, key=key, source=source, split=split,
-                 image_size=image_size, resize_mode=resize_mode)
+    if _write_cache(result, *paths, key=key, source=source, split=split,
+                    image_size=image_size, resize_mode=resize_mode):
+      _remove_stale_caches(os.fspath(cache_dir), prefix,
+                           os.path.basename(paths[0])[:-len(".npy")])
   _log_result(result, split, source)
   return result
 
@@ -254,12 +256,36 @@ def cache_key(source: Any, split: str, records: Sequence[Record], *,
   return hashlib.sha256(encoded).hexdigest()
 
 
-def _cache_paths(cache_dir: str, split: str, image_size: int, resize_mode: str,
-                 key: str) -> tuple[str, str]:
-  stem = (f"{re.sub(r'[^A-Za-z0-9_.-]', '_', split)}-{image_size}-"
-          f"{resize_mode}-{key[:24]}")
+def _cache_prefix(source: Any, split: str, image_size: int,
+                  resize_mode: str) -> str:
+  """File-name prefix shared by all cache versions of one (source, split, size, mode)."""
+  identity = getattr(source, "identity", repr(source))
+  source_tag = hashlib.sha256(identity.encode()).hexdigest()[:10]
+  return (f"{re.sub(r'[^A-Za-z0-9_.-]', '_', split)}-{image_size}-"
+          f"{resize_mode}-{source_tag}-")
+
+
+def _cache_paths(cache_dir: str, prefix: str, key: str) -> tuple[str, str]:
+  stem = prefix + key[:24]
   return (os.path.join(cache_dir, stem + ".npy"),
           os.path.join(cache_dir, stem + ".json"))
+
+
+def _remove_stale_caches(cache_dir: str, prefix: str, keep_stem: str) -> None:
+  """Deletes older versions of this cache (same prefix, other key).
+
+  Each is as large as the decoded split (~0.5 GB for cars20 at 224 px); they
+  can never be used again once the data changed. A process still reading one
+  keeps its open file until it is done (POSIX unlink semantics).
+  """
+  pattern = re.compile(re.escape(prefix) + r"[0-9a-f]{24}\.(npy|json)$")
+  for filename in os.listdir(cache_dir):
+    if pattern.match(filename) and not filename.startswith(keep_stem + "."):
+      try:
+        os.unlink(os.path.join(cache_dir, filename))
+        logging.info("Removed stale image cache %s", filename)
+      except OSError:
+        pass
 
 
 def _read_cache(array_path: str, meta_path: str, *, key: str, image_size: int,
@@ -319,7 +345,8 @@ def _atomic_write(path: str, write: Callable[[Any], None]) -> None:
 
 def _write_cache(result: CachedSplit, array_path: str, meta_path: str, *,
                  key: str, source: Any, split: str, image_size: int,
-                 resize_mode: str) -> None:
+                 resize_mode: str) -> bool:
+  """Writes the cache files; returns whether that worked."""
   meta = {
       "format_version": CACHE_FORMAT_VERSION,
       "key": key,
@@ -345,3 +372,5 @@ def _write_cache(result: CachedSplit, array_path: str, meta_path: str, *,
     # A cache is an optimisation: a full or read-only disk must not fail
     # training, but it should be visible.
     logging.warning("Could not write the image cache %s: %s", array_path, e)
+    return False
+  return True

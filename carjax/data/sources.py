@@ -73,7 +73,7 @@ class Record:
 # ---------------------------------------------------------------------------
 
 
-def _stratum_rng(seed: int, stratum: str) -> np.random.Generator:
+def seeded_rng(seed: int, stratum: str) -> np.random.Generator:
   """A generator that depends only on (seed, stratum).
 
   Seeding each class on its own (rather than one generator walking all
@@ -130,7 +130,7 @@ def stratified_split(
         n_test -= 1
       else:
         n_val -= 1
-    order = _stratum_rng(seed, str(stratum)).permutation(n)
+    order = seeded_rng(seed, str(stratum)).permutation(n)
     shuffled = [keys[i] for i in order]
     result[TEST].extend(shuffled[:n_test])
     result[VAL].extend(shuffled[n_test:n_test + n_val])

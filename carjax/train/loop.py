@@ -135,6 +135,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         f"{config.eval.batch_size} must be multiples of the {num_devices} devices")
   # Auto axes: XLA propagates the batch sharding through augmentation and the model.
   mesh = jax.make_mesh((num_devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
+  logging.info("Data-parallel mesh over %d devices: %s", num_devices,
+               ", ".join(str(d) for d in jax.devices()))
   data_sharding = NamedSharding(mesh, P("data"))
   replicated = NamedSharding(mesh, P())
 

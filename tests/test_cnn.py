@@ -1,0 +1,87 @@
+"""The custom CNN: output shapes, pinned parameter counts, feature maps, dtype."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+from carjax import models
+from carjax.models.cnn import CustomCNN
+from configs import custom_cnn
+
+
+def _count(params) -> int:
+  return sum(x.size for x in jax.tree.leaves(params))
+
+
+def _init(model, size):
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
+                                           train=False))
+
+
+def test_reference_config_parameter_count_is_pinned():
+  config = custom_cnn.get_config()
+  model = models.build_model(config.model, num_classes=20)
+  variables = _init(model, config.data.image_size)
+  # 5 stages × 2 convs (no bias, BN scale+offset), a 256-wide hidden layer and a 20-way head.
+  widths, prev, expected = (32, 64, 128, 256, 384), 3, 0
+  for w in widths:
+    expected += 9 * prev * w + 2 * w + 9 * w * w + 2 * w
+    prev = w
+  expected += prev * 256 + 256 + 256 * 20 + 20
+  assert _count(variables["params"]) == expected == 3_490_292
+
+
+def test_flatten_head_counts_every_position():
+  model = CustomCNN(num_classes=5, stage_widths=(4, 8), convs_per_stage=1, dense_widths=(),
+                    global_pool="flatten", use_batchnorm=False)
+  variables = _init(model, 16)
+  # Two 2×2 poolings: 16 → 4, so the head sees 4·4·8 inputs.
+  assert variables["params"]["head"]["kernel"].shape == (4 * 4 * 8, 5)
+  assert variables["params"]["stage1"]["conv0"]["bias"].shape == (4,)
+
+
+def test_shapes_features_and_intermediates():
+  model = CustomCNN(num_classes=7, stage_widths=(4, 8, 16), convs_per_stage=2, stem_stride=2,
+                    dense_widths=(12,))
+  x = jax.random.normal(jax.random.key(1), (3, 64, 64, 3))
+  variables = model.init(jax.random.key(0), x, train=False)
+  logits, state = model.apply(variables, x, train=False, mutable=["intermediates"])
+  assert logits.shape == (3, 7) and logits.dtype == jnp.float32
+  feats = model.apply(variables, x, train=False, method=model.features)
+  # stride-2 stem then three poolings: 64 → 32 → 16 → 8 → 4.
+  assert feats.shape == (3, 4, 4, 16)
+  again = model.apply(variables, feats, train=False, method=model.classify)
+  assert jnp.allclose(again, logits, atol=1e-5)
+  inter = state["intermediates"]
+  assert set(inter) == {"stage1", "stage2", "stage3"}
+  assert inter["stage1"]["after_conv0"][0].shape == (3, 32, 32, 4)
+  assert inter["stage1"]["after_pool"][0].shape == (3, 16, 16, 4)
+
+
+def test_train_mode_uses_dropout_and_updates_batch_stats():
+  model = CustomCNN(num_classes=3, stage_widths=(4,), convs_per_stage=1, dense_widths=(8,),
+                    dropout_rate=0.5)
+  x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3)) * 3 + 1
+  variables = model.init(jax.random.key(0), x, train=False)
+  run = lambda k: model.apply(variables, x, train=True, rngs={"dropout": jax.random.key(k)},
+                              mutable=["batch_stats"])
+  (a, updated), (b, _) = run(1), run(2)
+  assert not jnp.allclose(a, b)
+  old = variables["batch_stats"]["stage1"]["bn0"]["mean"]
+  assert not jnp.allclose(updated["batch_stats"]["stage1"]["bn0"]["mean"], old)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_logits():
+  model = CustomCNN(num_classes=3, stage_widths=(4,), convs_per_stage=1, dense_widths=(),
+                    dtype=jnp.bfloat16)
+  x = jnp.ones((2, 8, 8, 3))
+  variables = model.init(jax.random.key(0), x, train=False)
+  assert variables["params"]["head"]["kernel"].dtype == jnp.float32
+  assert model.apply(variables, x, train=False).dtype == jnp.float32
+
+
+def test_bad_option_is_named():
+  model = CustomCNN(num_classes=3, stage_widths=(4,), pooling="median")
+  with pytest.raises(ValueError, match="config.model.pooling"):
+    model.init(jax.random.key(0), jnp.ones((1, 8, 8, 3)), train=False)

@@ -1,0 +1,59 @@
+"""Batching: deterministic training order, every eval image exactly once, augmentation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from carjax.data import augment, pipeline
+
+
+def test_training_order_is_a_function_of_seed_and_step():
+  images = np.arange(10)[:, None, None, None].repeat(2, 1).astype(np.uint8)
+  labels = np.arange(10, dtype=np.int32)
+  fresh = pipeline.train_batches(images, labels, 3, seed=7)
+  first = [next(fresh)["label"] for _ in range(7)]
+  resumed = pipeline.train_batches(images, labels, 3, seed=7, start_step=4)
+  assert all(np.array_equal(next(resumed)["label"], first[s]) for s in range(4, 7))
+  # One epoch (3 batches of 3) draws 9 distinct examples.
+  assert len(set(np.concatenate(first[:3]).tolist())) == 9
+  other_seed = pipeline.train_batches(images, labels, 3, seed=8)
+  assert not all(np.array_equal(next(other_seed)["label"], first[s]) for s in range(3))
+
+
+def test_eval_batches_cover_every_image_once_with_mask():
+  labels = np.arange(10, dtype=np.int32)
+  images = np.zeros((10, 2, 2, 3), np.uint8)
+  batches = list(pipeline.eval_batches(images, labels, 4))
+  assert [len(b["label"]) for b in batches] == [4, 4, 4]
+  seen = np.concatenate([b["label"][b["mask"] > 0] for b in batches])
+  assert sorted(seen.tolist()) == list(range(10))
+  assert batches[-1]["mask"].tolist() == [1, 1, 0, 0]
+
+
+def test_too_small_training_split_is_explained():
+  with pytest.raises(ValueError, match="batch_size"):
+    pipeline.steps_per_epoch(3, 8)
+
+
+def test_augmentation_is_keyed_and_in_range():
+  images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (4, 20, 30, 3)), jnp.uint8)
+  out = augment.augment_batch(jax.random.key(0), images, out_size=16)
+  again = augment.augment_batch(jax.random.key(0), images, out_size=16)
+  other = augment.augment_batch(jax.random.key(1), images, out_size=16)
+  assert out.shape == (4, 16, 16, 3) and out.dtype == jnp.float32
+  assert jnp.array_equal(out, again) and not jnp.allclose(out, other)
+  assert float(out.min()) >= 0.0 and float(out.max()) <= 255.0
+
+
+def test_full_crop_without_jitter_is_a_resize():
+  image = jnp.asarray(np.random.default_rng(0).integers(0, 256, (16, 16, 3)), jnp.float32)
+  out = augment.augment_image(jax.random.key(3), image, out_size=16, scale=(1.0, 1.0),
+                              ratio=(1.0, 1.0), flip=False, jitter=0.0)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(image), atol=1e-3)
+
+
+def test_normalize():
+  x = jnp.full((1, 2, 2, 3), 127.0)
+  y = augment.normalize(x, (127.0, 100.0, 0.0), (128.0, 27.0, 127.0))
+  np.testing.assert_allclose(np.asarray(y[0, 0, 0]), [0.0, 1.0, 1.0], atol=1e-6)

@@ -1,0 +1,180 @@
+"""Training: one batch overfits, checkpoints round-trip, a stopped run resumes exactly,
+and the launchers run end to end on a tiny synthetic image folder on 2 CPU devices."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from carjax import models
+from carjax.data import pipeline
+from carjax.train import checkpoint as ckpt
+from carjax.train import loop, optim, steps
+from configs import tiny_cnn
+from tests.conftest import REPO_ROOT
+
+
+def _tiny_config(source: str):
+  config = tiny_cnn.get_config()
+  config.data.source = f"folder:{source}"
+  return config
+
+
+def _state(config, num_classes=3, per_epoch=10):
+  model = models.build_model(config.model, num_classes)
+  rng = jax.random.key(0)
+  params = jax.eval_shape(lambda r: loop.init_variables(model, config, r), rng)["params"]
+  tx, _ = optim.make_optimizer(config.train, per_epoch, params)
+  return model, jax.jit(lambda r: loop.create_train_state(model, config, r, tx))(rng)
+
+
+def test_overfits_one_batch():
+  config = _tiny_config("unused")
+  config.data.augment.crop_scale = (1.0, 1.0)
+  config.data.augment.crop_ratio = (1.0, 1.0)
+  config.data.augment.flip = False
+  config.data.augment.color_jitter = 0.0
+  config.model.dropout_rate = 0.0
+  config.train.label_smoothing = 0.0
+  config.train.warmup_epochs = 0.0
+  config.train.weight_decay = 0.0
+  config.train.num_epochs = 100
+  config.train.learning_rate = 1e-2
+  model, state = _state(config, num_classes=4, per_epoch=1)
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 256, (8, 32, 32, 3)).astype(np.uint8),
+           "label": np.array([0, 1, 2, 3, 0, 1, 2, 3], np.int32)}
+  step = jax.jit(steps.make_train_step(model, config, 4, (127.5,) * 3, (64.0,) * 3))
+  losses = []
+  for _ in range(60):
+    state, m = step(state, batch, jax.random.key(0))
+    losses.append(float(m["loss_sum"] / m["count"]))
+  assert losses[0] > 1.0
+  assert losses[-1] < 0.05
+  assert int(m["correct"]) == 8
+
+
+def test_cross_entropy_matches_definition_and_weights():
+  logits = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+  labels = jnp.array([0, 2])
+  mean, per_example = steps.cross_entropy(logits, labels, 3)
+  expected = -jax.nn.log_softmax(logits)[jnp.arange(2), labels]
+  np.testing.assert_allclose(per_example, expected, rtol=1e-6)
+  weighted, _ = steps.cross_entropy(logits, labels, 3, example_weights=jnp.array([1.0, 3.0]))
+  np.testing.assert_allclose(weighted, (expected[0] + 3 * expected[1]) / 4, rtol=1e-6)
+
+
+def test_class_weights_balance_the_classes():
+  weights = loop.class_weights_for(np.array([0, 0, 0, 1]), 3)
+  np.testing.assert_allclose(weights, [4 / 9, 4 / 3, 0.0], rtol=1e-6)
+
+
+def test_backbone_frozen_during_head_warmup():
+  config = _tiny_config("unused")
+  config.train.freeze_backbone_epochs = 1.0
+  config.train.num_epochs = 3
+  schedules = optim.make_schedules(config.train, steps_per_epoch=10)
+  assert all(float(schedules["backbone"](s)) == 0.0 for s in range(11))
+  assert float(schedules["backbone"](13)) > 0.0 and float(schedules["head"](3)) > 0.0
+
+
+def test_checkpoint_round_trip_keeps_optimizer_types(tmp_path):
+  config = _tiny_config("unused")
+  model, state = _state(config)
+  state = state.replace(step=jnp.asarray(5), params=jax.tree.map(lambda x: x + 1, state.params))
+  mngr = ckpt.manager(str(tmp_path), ckpt.LAST)
+  ckpt.save(mngr, 5, state, {"epoch": 1, "note": "x"})
+  fresh = ckpt.manager(str(tmp_path), ckpt.LAST)
+  restored, meta = ckpt.restore(fresh, ckpt.abstract_like(state))
+  assert meta == {"epoch": 1, "note": "x"} and int(restored.step) == 5
+  chex_equal = jax.tree.map(lambda a, b: bool(jnp.array_equal(a, b)), state, restored)
+  assert all(jax.tree.leaves(chex_equal))
+  adam_states = [s for s in jax.tree.leaves(
+      restored.opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
+                 if isinstance(s, optax.ScaleByAdamState)]
+  assert len(adam_states) == 1
+  assert ckpt.restore(ckpt.manager(str(tmp_path / "empty"), ckpt.LAST),
+                      ckpt.abstract_like(state)) is None
+
+
+def _final_params(workdir):
+  from carjax.inference import restore_variables
+  *_, variables, meta = restore_variables(str(workdir), ckpt.LAST)
+  return variables, meta
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny_folder, tmp_path, monkeypatch):
+  config = _tiny_config(tiny_folder)
+  loop.train_and_evaluate(config, str(tmp_path / "straight"))
+
+  real_batches = pipeline.train_batches
+
+  def interrupted(*args, **kwargs):
+    for i, batch in enumerate(real_batches(*args, **kwargs)):
+      if i == 7:  # Mid-epoch 2 (6 steps per epoch).
+        raise KeyboardInterrupt
+      yield batch
+
+  monkeypatch.setattr(pipeline, "train_batches", interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    loop.train_and_evaluate(config, str(tmp_path / "stopped"))
+  _, meta = _final_params(tmp_path / "stopped")
+  assert meta["step"] == 7
+  monkeypatch.setattr(pipeline, "train_batches", real_batches)
+  loop.train_and_evaluate(config, str(tmp_path / "stopped"))
+
+  straight, meta_a = _final_params(tmp_path / "straight")
+  resumed, meta_b = _final_params(tmp_path / "stopped")
+  assert meta_a["step"] == meta_b["step"] == 12
+  diffs = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), straight, resumed)
+  assert max(jax.tree.leaves(diffs)) < 1e-5
+
+
+def _run(module, *args, devices=2):
+  env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+             JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO_ROOT))
+  proc = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return proc
+
+
+def test_launchers_end_to_end_on_two_devices(tiny_folder, tmp_path):
+  workdir = tmp_path / "run"
+  proc = _run("launch.train", "--config=configs/tiny_cnn.py",
+              f"--config.data.source=folder:{tiny_folder}", "--config.train.num_epochs=1",
+              f"--workdir={workdir}")
+  assert "mesh over 2 devices" in proc.stderr
+  records = [json.loads(l) for l in open(workdir / "metrics.jsonl")]
+  assert {r["split"] for r in records} == {"train", "val"}
+  assert (workdir / "checkpoints" / "best").is_dir() and (workdir / "checkpoints" / "last").is_dir()
+  summary = json.load(open(workdir / "eval_best_val" / "metrics.json"))
+  assert summary["count"] == 12 and 0.0 <= summary["accuracy"] <= 1.0
+  assert json.load(open(workdir / "class_names.json")) == ["Audi", "BMW", "Ford"]
+
+  out = tmp_path / "eval_folder"
+  _run("launch.evaluate", f"--workdir={workdir}", f"--folder={tiny_folder / 'val'}",
+       f"--output={out}")
+  folder_summary = json.load(open(out / "metrics.json"))
+  assert folder_summary["count"] == 12
+  assert folder_summary["accuracy"] == pytest.approx(summary["accuracy"])
+  for name in ("per_class.csv", "confusion_matrix.csv", "confusion_matrix.png",
+               "predictions.csv"):
+    assert (out / name).stat().st_size > 0
+
+  bad = tiny_folder / "val" / "Audi" / "broken.jpg"
+  bad.write_bytes(b"not an image")
+  proc = _run("launch.predict", f"--workdir={workdir}", f"--input={tiny_folder / 'val'}",
+              "--format=json", "--top_k=2")
+  payload = json.loads(proc.stdout)
+  assert len(payload["predictions"]) == 12
+  assert all(len(p["top_k"]) == 2 for p in payload["predictions"])
+  assert sum(t["probability"] for t in payload["predictions"][0]["top_k"]) <= 1.0 + 1e-6
+  assert payload["unreadable"][0]["file"].endswith("broken.jpg")
+  assert "broken.jpg" in proc.stderr
