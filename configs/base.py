@@ -42,6 +42,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.param_dtype = "float32"
   c.model.input_mean = IMAGENET_MEAN
   c.model.input_std = IMAGENET_STD
+  # True: BatchNorm uses its running statistics in training too and never updates them.
+  c.model.freeze_batchnorm = False
   c.model.pretrained = ""  # A directory written by launch/convert_weights.py.
 
   c.train = ml_collections.ConfigDict()
@@ -54,6 +56,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.weight_decay = 0.05  # Kernels only.
   c.train.warmup_epochs = 1.0
   c.train.freeze_backbone_epochs = 0.0  # Head-only training first (fine-tuning).
+  # Regex over '/'-joined parameter paths that are not trained at all (e.g. the stem and
+  # first blocks of a pretrained network): XLA then skips their backward pass.
+  c.train.frozen_params = ""
   c.train.label_smoothing = 0.1
   c.train.class_weights = False  # Inverse-frequency weighting of the loss.
   c.train.grad_clip_norm = 0.0  # 0: off.

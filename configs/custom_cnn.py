@@ -25,7 +25,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.dense_widths = (256,)
   c.model.dropout_rate = 0.3
   c.train.batch_size = 32
-  c.train.num_epochs = 40
+  c.train.num_epochs = 20
   c.train.optimizer = "adamw"
   c.train.learning_rate = 2e-3
   c.train.weight_decay = 0.05

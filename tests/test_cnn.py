@@ -85,3 +85,14 @@ def test_bad_option_is_named():
   model = CustomCNN(num_classes=3, stage_widths=(4,), pooling="median")
   with pytest.raises(ValueError, match="config.model.pooling"):
     model.init(jax.random.key(0), jnp.ones((1, 8, 8, 3)), train=False)
+
+
+def test_frozen_batchnorm_keeps_running_statistics_in_training():
+  model = CustomCNN(num_classes=3, stage_widths=(4,), convs_per_stage=1, dense_widths=(),
+                    dropout_rate=0.0, freeze_batchnorm=True)
+  x = jax.random.normal(jax.random.key(1), (4, 8, 8, 3)) * 3 + 1
+  variables = model.init(jax.random.key(0), x, train=False)
+  train_out, updated = model.apply(variables, x, train=True, mutable=["batch_stats"])
+  assert jax.tree.all(jax.tree.map(jnp.array_equal, updated["batch_stats"],
+                                   variables["batch_stats"]))
+  assert jnp.allclose(train_out, model.apply(variables, x, train=False))

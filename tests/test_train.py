@@ -98,7 +98,7 @@ def test_checkpoint_round_trip_keeps_optimizer_types(tmp_path):
   adam_states = [s for s in jax.tree.leaves(
       restored.opt_state, is_leaf=lambda x: isinstance(x, optax.ScaleByAdamState))
                  if isinstance(s, optax.ScaleByAdamState)]
-  assert len(adam_states) == 1
+  assert len(adam_states) == 2  # One per parameter group (head, backbone).
   assert ckpt.restore(ckpt.manager(str(tmp_path / "empty"), ckpt.LAST),
                       ckpt.abstract_like(state)) is None
 
@@ -178,3 +178,25 @@ def test_launchers_end_to_end_on_two_devices(tiny_folder, tmp_path):
   assert sum(t["probability"] for t in payload["predictions"][0]["top_k"]) <= 1.0 + 1e-6
   assert payload["unreadable"][0]["file"].endswith("broken.jpg")
   assert "broken.jpg" in proc.stderr
+
+
+def test_frozen_parameters_never_move_and_their_backward_is_dropped():
+  config = _tiny_config("unused")
+  config.train.frozen_params = r"^stage1/"
+  model, state = _state(config, num_classes=3, per_epoch=2)
+  step = jax.jit(steps.make_train_step(model, config, 3, (127.5,) * 3, (64.0,) * 3))
+  batch = {"image": np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8),
+           "label": np.array([0, 1, 2, 0], np.int32)}
+  new_state, _ = step(jax.tree.map(jnp.copy, state), batch, jax.random.key(0))
+  new_state, _ = step(new_state, batch, jax.random.key(0))  # Step 0's warm-up rate is 0.
+  frozen_same = jax.tree.map(jnp.array_equal, state.params["stage1"], new_state.params["stage1"])
+  assert all(jax.tree.leaves(frozen_same))
+  assert not jnp.array_equal(state.params["stage2"]["conv0"]["kernel"],
+                             new_state.params["stage2"]["conv0"]["kernel"])
+  # No convolution gradient w.r.t. stage 1's kernels remains in the compiled step.
+  hlo = step.lower(state, batch, jax.random.key(0)).compile().as_text()
+  unfrozen_config = _tiny_config("unused")
+  model2, state2 = _state(unfrozen_config, num_classes=3, per_epoch=2)
+  step2 = jax.jit(steps.make_train_step(model2, unfrozen_config, 3, (127.5,) * 3, (64.0,) * 3))
+  hlo2 = step2.lower(state2, batch, jax.random.key(0)).compile().as_text()
+  assert hlo.count("convolution(") < hlo2.count("convolution(")

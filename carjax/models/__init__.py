@@ -41,6 +41,7 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn
         stem_stride=model_config.stem_stride,
         pooling=model_config.pooling,
         use_batchnorm=model_config.use_batchnorm,
+        freeze_batchnorm=model_config.get("freeze_batchnorm", False),
         global_pool=model_config.global_pool,
         dense_widths=tuple(model_config.dense_widths),
         dropout_rate=model_config.dropout_rate,

@@ -26,6 +26,7 @@ class ConvStage(nn.Module):
   first_stride: int = 1
   pooling: str = "max"
   use_batchnorm: bool = True
+  freeze_batchnorm: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -40,7 +41,7 @@ class ConvStage(nn.Module):
           use_bias=not self.use_batchnorm,
           dtype=self.dtype, param_dtype=self.param_dtype, name=f"conv{i}")(x)
       if self.use_batchnorm:
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+        x = nn.BatchNorm(use_running_average=not train or self.freeze_batchnorm, momentum=0.9, epsilon=1e-5,
                          dtype=self.dtype, param_dtype=self.param_dtype, name=f"bn{i}")(x)
       x = nn.relu(x)
       self.sow("intermediates", f"after_conv{i}", x)
@@ -64,6 +65,8 @@ class CustomCNN(nn.Module):
     stem_stride: stride of the very first convolution (2 quarters the compute of stage 1).
     pooling: 'max' or 'avg' pooling at the end of each stage.
     use_batchnorm: BatchNorm after every convolution.
+    freeze_batchnorm: normalise with the running statistics even in training (and never
+      update them), as fine-tuning with small batches sometimes wants.
     global_pool: 'avg' averages the last feature map over space; 'flatten' keeps every
       position (the study's Keras model; many more parameters, overfits easily).
     dense_widths: hidden fully connected layers before the head.
@@ -77,6 +80,7 @@ class CustomCNN(nn.Module):
   stem_stride: int = 1
   pooling: str = "max"
   use_batchnorm: bool = True
+  freeze_batchnorm: bool = False
   global_pool: str = "avg"
   dense_widths: Sequence[int] = (256,)
   dropout_rate: float = 0.3
@@ -88,6 +92,7 @@ class CustomCNN(nn.Module):
         ConvStage(width, self.convs_per_stage, self.kernel_size,
                   first_stride=self.stem_stride if i == 0 else 1,
                   pooling=self.pooling, use_batchnorm=self.use_batchnorm,
+                  freeze_batchnorm=self.freeze_batchnorm,
                   dtype=self.dtype, param_dtype=self.param_dtype, name=f"stage{i + 1}")
         for i, width in enumerate(self.stage_widths)]
     self.hidden = [nn.Dense(w, dtype=self.dtype, param_dtype=self.param_dtype,

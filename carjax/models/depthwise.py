@@ -259,9 +259,19 @@ def depthwise_conv2d(
   if kernel.ndim != 4 or kernel.shape[2] != 1 or kernel.shape[3] != x.shape[-1]:
     raise ValueError(f'kernel must be (kh, kw, 1, {x.shape[-1]}), '
                      f'got {kernel.shape}')
-  strides = _pair(strides)
+  if not isinstance(padding, str):  # static arguments must be hashable
+    padding = tuple(tuple(int(p) for p in pair) for pair in padding)
+  return _depthwise_conv2d(x, kernel, _pair(strides), padding,
+                           resolve_implementation(implementation))
+
+
+# Jitted so that eager use (e.g. an un-jitted `model.init`) compiles one program
+# per shape instead of dispatching and compiling every slice separately.
+@functools.partial(jax.jit, static_argnums=(2, 3, 4))
+def _depthwise_conv2d(x: Array, kernel: Array, strides: tuple[int, int],
+                      padding: Padding, implementation: str) -> Array:
   pads = conv_padding(x.shape[1:3], kernel.shape[:2], strides, padding)
-  if resolve_implementation(implementation) == 'grouped':
+  if implementation == 'grouped':
     return lax.conv_general_dilated(
         x, kernel, window_strides=strides, padding=pads,
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'),

@@ -87,7 +87,7 @@ def _initial_state(model, config, workdir, rngs, tx, state_sharding, abstract):
   if config.model.pretrained:
     from carjax.models import pretrained  # pylint: disable=g-import-not-at-top
     variables, conventions = pretrained.load_pretrained(config.model.pretrained)
-    pretrained.check_conventions(conventions, config.model)
+    _check_conventions(conventions, config.model, model)
     merged = pretrained.merge_pretrained(
         {"params": state.params, "batch_stats": state.batch_stats}, variables,
         reinit=("head",))
@@ -98,6 +98,24 @@ def _initial_state(model, config, workdir, rngs, tx, state_sharding, abstract):
     logging.info("Initialised from pretrained weights %s (head re-initialised).",
                  config.model.pretrained)
   return state, {}
+
+
+def _check_conventions(conventions: dict, model_config, model) -> None:
+  """Fails when converted weights were made for another architecture or normalisation."""
+  problems = []
+  if conventions.get("variant") != model_config.get("variant"):
+    problems.append(f"variant: weights {conventions.get('variant')!r}, "
+                    f"config.model.variant {model_config.get('variant')!r}")
+  for key in ("padding", "bn_epsilon", "activation", "se"):
+    if key in conventions and getattr(model, key, conventions[key]) != conventions[key]:
+      problems.append(f"{key}: weights {conventions[key]!r}, model {getattr(model, key)!r}")
+  for key in ("input_mean", "input_std"):
+    if key in conventions and not np.allclose(conventions[key], model_config[key]):
+      problems.append(f"{key}: weights expect {conventions[key]}, "
+                      f"config.model.{key} is {tuple(model_config[key])}")
+  if problems:
+    raise ValueError(f"config.model.pretrained={model_config.pretrained!r} does not match the "
+                     "model config:\n  " + "\n  ".join(problems))
 
 
 def _mesh_of(sharding_tree):
@@ -200,7 +218,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           for m in jax.device_get(pending):
             for k in sums:
               sums[k] += float(m[k])
-          last_grad_norm = float(pending[-1]["grad_norm"])
           pending = []
           elapsed = time.perf_counter() - window_start
           train_seconds += elapsed
@@ -211,7 +228,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           writer.write(step, "train", {
               "loss": sums["loss_sum"] / sums["count"],
               "accuracy": sums["correct"] / sums["count"], "images_per_s": images_per_s,
-              "grad_norm": last_grad_norm,
               "lr_backbone": float(schedules["backbone"](step)),
               "lr_head": float(schedules["head"](step)), "epoch": epoch})
           window_start, window_images = time.perf_counter(), 0

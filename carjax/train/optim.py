@@ -9,6 +9,8 @@ biases and BatchNorm scales/offsets only hurts.
 
 from __future__ import annotations
 
+import re
+
 import flax.traverse_util
 import jax
 import jax.numpy as jnp
@@ -28,17 +30,31 @@ def warmup_cosine(peak: float, total_steps: int, warmup_steps: int, start_step: 
   return lambda step: jnp.where(step < start_step, 0.0, inner(jnp.maximum(step - start_step, 0)))
 
 
-def param_groups(params) -> dict:
-  """'head' for the classifier's parameters, 'backbone' for all others (same tree as params)."""
+def param_groups(params, frozen_pattern: str = "") -> dict:
+  """A label per parameter (same tree as params): 'head' for the classifier, 'frozen' for
+  those whose '/'-joined path matches `frozen_pattern` (a regex; empty: none), else
+  'backbone'."""
+  frozen = re.compile(frozen_pattern) if frozen_pattern else None
+
+  def label(path):
+    if path[0] == "head":
+      return "head"
+    if frozen is not None and frozen.search("/".join(path)):
+      return "frozen"
+    return "backbone"
+
   flat = flax.traverse_util.flatten_dict(params)
-  labels = {path: ("head" if path[0] == "head" else "backbone") for path in flat}
-  return flax.traverse_util.unflatten_dict(labels)
+  return flax.traverse_util.unflatten_dict({path: label(path) for path in flat})
 
 
 def decay_mask(params):
-  """True for convolution and dense kernels, False for biases and normalisation parameters."""
+  """True for convolution and dense kernels, False for biases and normalisation parameters.
+
+  Leaves that `optax.multi_transform` masked out for another group stay masked.
+  """
   flat = flax.traverse_util.flatten_dict(params)
-  return flax.traverse_util.unflatten_dict({p: p[-1] == "kernel" for p in flat})
+  return flax.traverse_util.unflatten_dict({
+      p: v if isinstance(v, optax.MaskedNode) else p[-1] == "kernel" for p, v in flat.items()})
 
 
 def make_schedules(train_config: ml_collections.ConfigDict, steps_per_epoch: int):
@@ -56,21 +72,27 @@ def make_schedules(train_config: ml_collections.ConfigDict, steps_per_epoch: int
 def make_optimizer(train_config: ml_collections.ConfigDict, steps_per_epoch: int, params):
   """The optax transformation for `params`, and its schedules (for logging).
 
-  Written as the chain that `optax.adamw`/`optax.sgd` are made of, with the final
-  learning-rate scaling split per parameter group.
+  Each group ('head', 'backbone') runs the chain that `optax.adamw`/`optax.sgd` are made of
+  with its own learning-rate schedule (Adam and momentum are per-element, so splitting them
+  changes nothing). Gradient clipping, when on, is per group. 'frozen' parameters get a zero
+  update that does not depend on their gradient at all, so XLA drops their backward pass.
   """
   schedules = make_schedules(train_config, steps_per_epoch)
-  decay = optax.add_decayed_weights(train_config.weight_decay, mask=decay_mask(params))
-  if train_config.optimizer == "adamw":
-    direction = [optax.scale_by_adam(b1=0.9, b2=0.999), decay]
-  elif train_config.optimizer == "sgd":
-    direction = [decay, optax.trace(decay=train_config.momentum, nesterov=True)]
-  else:
+  if train_config.optimizer not in ("adamw", "sgd"):
     raise ValueError(
         f"config.train.optimizer must be 'adamw' or 'sgd', got {train_config.optimizer!r}")
-  step_size = optax.multi_transform(
-      {g: optax.scale_by_learning_rate(s) for g, s in schedules.items()}, param_groups(params))
-  parts = direction + [step_size]
-  if train_config.grad_clip_norm:
-    parts = [optax.clip_by_global_norm(train_config.grad_clip_norm)] + parts
-  return optax.chain(*parts), schedules
+
+  def group_chain(schedule):
+    decay = optax.add_decayed_weights(train_config.weight_decay, mask=decay_mask)
+    if train_config.optimizer == "adamw":
+      parts = [optax.scale_by_adam(b1=0.9, b2=0.999), decay]
+    else:
+      parts = [decay, optax.trace(decay=train_config.momentum, nesterov=True)]
+    if train_config.grad_clip_norm:
+      parts.insert(0, optax.clip_by_global_norm(train_config.grad_clip_norm))
+    return optax.chain(*parts, optax.scale_by_learning_rate(schedule))
+
+  transforms = {g: group_chain(s) for g, s in schedules.items()}
+  transforms["frozen"] = optax.set_to_zero()
+  groups = param_groups(params, train_config.get("frozen_params", ""))
+  return optax.multi_transform(transforms, groups), schedules

@@ -1,0 +1,13 @@
+"""Pretrained-weight conversion into carjax's EfficientNet.
+
+Readers (no PyTorch needed): `torch_legacy` (torch.save legacy/zip, safetensors),
+`keras_h5` (Keras .h5 / .weights.h5). Name maps: `efficientnet_names`.
+Converters: `sources`. On-disk format: `store`.
+"""
+
+from carjax.convert.mapping import ConversionError
+from carjax.convert.sources import SOURCES, convert, convert_weights
+from carjax.convert.store import load_converted, save_converted
+
+__all__ = ['ConversionError', 'SOURCES', 'convert', 'convert_weights',
+           'load_converted', 'save_converted']

@@ -1,0 +1,89 @@
+"""Grad-CAM (Selvaraju et al. 2017): where in the photo a model's class evidence comes from.
+
+For the last convolutional feature map A (N, h, w, C) and a class score y_c:
+  weights_k = mean over (i, j) of dy_c / dA_ijk   (how much channel k matters for class c),
+  map_ij    = ReLU(sum_k weights_k A_ijk),
+normalised to [0, 1] and upsampled to the photo. Every carjax model exposes `features` (the
+map A) and `classify` (A -> logits), so the gradient is taken w.r.t. A directly.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from carjax.data import augment
+from carjax.reports import plotting
+from carjax.reports.plotting import plt
+
+
+def gradcam(model, variables, images, target_classes=None):
+  """(heat maps [N, h, w] in [0, 1], logits [N, K]) for normalised float `images`.
+
+  `target_classes` [N]: the class whose evidence is mapped; None maps the predicted class.
+  """
+  features = model.apply(variables, images, train=False, method=model.features)
+
+  def logits_of(feats):
+    return model.apply(variables, feats, train=False, method=model.classify)
+
+  logits = logits_of(features)
+  if target_classes is None:
+    target_classes = jnp.argmax(logits, axis=-1)
+  target_classes = jnp.asarray(target_classes)
+  # Images do not interact in eval mode, so the gradient of the summed target scores gives
+  # each image's own gradient in one backward pass.
+  score = lambda f: jnp.sum(jnp.take_along_axis(logits_of(f), target_classes[:, None], axis=1))
+  grads = jax.grad(score)(features).astype(jnp.float32)
+  weights = jnp.mean(grads, axis=(1, 2))  # [N, C]
+  cams = jax.nn.relu(jnp.einsum("nhwc,nc->nhw", features.astype(jnp.float32), weights))
+  peak = jnp.max(cams, axis=(1, 2), keepdims=True)
+  cams = jnp.where(peak > 0, cams / jnp.where(peak > 0, peak, 1.0), 0.0)
+  return cams, logits
+
+
+def upsample(heatmap: np.ndarray, size: int) -> np.ndarray:
+  """A [h, w] map bilinearly resized to [size, size] (what is overlaid on the photo)."""
+  return np.asarray(jax.image.resize(jnp.asarray(heatmap, jnp.float32), (size, size),
+                                     method="linear"))
+
+
+def predictor_gradcam(predictor, images_uint8: np.ndarray, target_classes=None):
+  """(heat maps upsampled to the input size [N, S, S], probabilities [N, K]) for a predictor."""
+  x = augment.normalize(images_uint8, predictor.mean, predictor.std)
+  targets = None if target_classes is None else jnp.asarray(target_classes, jnp.int32)
+  run = jax.jit(lambda v, x, t: gradcam(predictor.model, v, x, t))
+  cams, logits = jax.device_get(run(predictor.variables, x, targets))
+  size = images_uint8.shape[1]
+  heatmaps = np.zeros((len(cams), size, size), np.float32)
+  for i, cam in enumerate(cams):
+    heatmaps[i] = upsample(cam, size)
+  return heatmaps, np.asarray(jax.nn.softmax(logits, axis=-1))
+
+
+def plot_gradcam_grid(true_names: Sequence[str], columns: Sequence[dict], path: str,
+                      target: str = "predicted") -> str:
+  """One row per photo: the photo, then each model's heat map over its own input.
+
+  `columns`: [{'model', 'images' uint8 [N, S, S, 3], 'heatmaps' [N, S, S],
+  'predicted' [N] names, 'confidence' [N]}] (each model sees the photo at its own size).
+  """
+  rows, cols = len(true_names), len(columns) + 1
+  fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.35 * rows + 0.6), squeeze=False)
+  for i, true_name in enumerate(true_names):
+    plotting.show_photo(axes[i, 0], columns[0]["images"][i], f"photo\ntrue: {true_name}", 8)
+    for j, col in enumerate(columns, start=1):
+      ax = axes[i, j]
+      ax.imshow(col["images"][i])
+      ax.imshow(col["heatmaps"][i], cmap="jet", alpha=0.45, vmin=0, vmax=1)
+      ax.set_xticks([])
+      ax.set_yticks([])
+      mark = "✓" if col["predicted"][i] == true_name else "✗"
+      ax.set_title(f"{col['model']}\n{mark} {col['predicted'][i]} "
+                   f"({col['confidence'][i]:.2f})", fontsize=8)
+  fig.suptitle(f"Grad-CAM: evidence for the {target} class (red = strong)", fontsize=10)
+  fig.tight_layout()
+  return plotting.save_figure(fig, path)

