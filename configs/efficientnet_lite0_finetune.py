@@ -28,6 +28,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.input_mean = (127.0, 127.0, 127.0)
   c.model.input_std = (128.0, 128.0, 128.0)
   # Any EfficientNet attribute: dropout before the head, stochastic depth, BN momentum...
+  # Padding/BatchNorm conventions of the weights: 'tf' (Keras, TF, Lite), 'timm', 'torchvision'.
+  c.model.convention = "tf"
   c.model.overrides = ml_collections.ConfigDict({"dropout_rate": 0.2,
                                                  "drop_connect_rate": 0.1})
 

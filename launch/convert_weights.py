@@ -12,6 +12,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from carjax import logging_setup
 from carjax.convert import sources
 
 _SOURCE = flags.DEFINE_enum('source', None, sources.SOURCES, 'Weight source.')
@@ -30,6 +31,7 @@ flags.mark_flags_as_required(['source', 'output'])
 
 def main(argv):
   del argv
+  logging_setup.setup()
   kwargs = {}
   if _VARIANT.value:
     kwargs['variant'] = _VARIANT.value

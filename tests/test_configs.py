@@ -19,8 +19,12 @@ def test_config_loads_and_is_locked(name):
   assert config.is_locked
   with pytest.raises(AttributeError):
     config.train.learnig_rate = 0.1  # The typo a user makes.
-  assert config.model.name in ("custom_cnn", "efficientnet")
-  assert config.train.batch_size % 1 == 0 and config.train.num_epochs > 0
+  # A study config holds one full training config per model.
+  runs = dict(config.models) if "models" in config else {name: config}
+  assert runs
+  for run in runs.values():
+    assert run.model.name in ("custom_cnn", "efficientnet")
+    assert run.train.batch_size > 0 and run.train.num_epochs > 0
 
 
 def test_command_line_overrides_and_typos(tmp_path):

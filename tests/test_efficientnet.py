@@ -187,3 +187,16 @@ def test_merge_pretrained_keeps_head_and_names_problems(b0_small):
   assert 'batch_stats/blocks_3/project_bn/var' in message
   assert 'params/blocks_1/depthwise_conv/kernel' in message
   assert 'params/extra/w' in message
+
+
+def test_frozen_batchnorm_in_training_uses_and_keeps_running_statistics():
+  from carjax.models.efficientnet import efficientnet as build
+  model = build('lite0', 3, width=0.25, depth=0.25, freeze_batchnorm=True,
+                dropout_rate=0.0, drop_connect_rate=0.0)
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  variables = model.init(jax.random.key(0), x, train=False)
+  out, updated = model.apply(variables, x, train=True, mutable=['batch_stats'],
+                             rngs={'dropout': jax.random.key(2)})
+  same = jax.tree.map(jnp.array_equal, updated['batch_stats'], variables['batch_stats'])
+  assert all(jax.tree.leaves(same))
+  assert jnp.allclose(out, model.apply(variables, x, train=False), atol=1e-5)

@@ -339,25 +339,6 @@ def test_softmax_cross_entropy(alpha, dtype, tol):
 # the whole network
 # ----------------------------------------------------------------------------------------
 
-class _JnpWithFloat64Logits:
-  """`jax.numpy`, except that `float32` is `float64`.
-
-  `CustomCNN.classify` casts its logits with `.astype(jnp.float32)`; patched into the model's
-  module for the float64 checks below, this keeps the logits in float64 so that finite
-  differences with a small step stay meaningful. Nothing else in `cnn.py` changes.
-  """
-
-  float32 = jnp.float64
-
-  def __getattr__(self, name):
-    return getattr(jnp, name)
-
-
-@pytest.fixture
-def float64_logits(x64, monkeypatch):
-  monkeypatch.setattr(cnn_module, "jnp", _JnpWithFloat64Logits())
-
-
 def _tiny_cnn(global_pool, pooling="max", stem_stride=1, convs_per_stage=2):
   return CustomCNN(num_classes=5, stage_widths=(4, 4), convs_per_stage=convs_per_stage,
                    kernel_size=3,
@@ -448,7 +429,7 @@ def _manual_loss_and_grads(model: CustomCNN, params, x, targets):
   return loss, logits, grads, g
 
 
-def test_hand_composed_backward_matches_jax_grad(float64_logits):
+def test_hand_composed_backward_matches_jax_grad(x64):
   """Section 9: the layer formulas chained by hand reproduce jax.grad of the whole loss."""
   model = _tiny_cnn("flatten", pooling="max", stem_stride=2)
   rng = np.random.default_rng(16)
@@ -477,7 +458,7 @@ def test_hand_composed_backward_matches_jax_grad(float64_logits):
 
 
 @pytest.mark.parametrize("global_pool,pooling", [("avg", "max"), ("flatten", "avg")])
-def test_custom_cnn_check_grads(float64_logits, global_pool, pooling):
+def test_custom_cnn_check_grads(x64, global_pool, pooling):
   """Reverse mode only: a forward-mode check ('fwd') passes too but costs ~2.5 s more."""
   model = _tiny_cnn(global_pool, pooling, convs_per_stage=1)  # conv→conv: see above
   x = _rand(np.random.default_rng(17), (2, 16, 16, 3))

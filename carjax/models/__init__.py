@@ -49,7 +49,10 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn
   if name == "efficientnet":
     from carjax.models.efficientnet import efficientnet  # pylint: disable=g-import-not-at-top
     overrides = dict(model_config.get("overrides", {}) or {})
-    return efficientnet(model_config.variant, num_classes, dtype=dtype, param_dtype=param_dtype,
+    return efficientnet(model_config.variant, num_classes,
+                        convention=model_config.get("convention", "tf"),
+                        dtype=dtype, param_dtype=param_dtype,
+                        freeze_batchnorm=model_config.get("freeze_batchnorm", False),
                         **overrides)
   raise ValueError(f"config.model.name must be 'custom_cnn' or 'efficientnet', got {name!r}")
 

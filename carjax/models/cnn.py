@@ -119,7 +119,9 @@ class CustomCNN(nn.Module):
       x = self.dropout(x, deterministic=not train)
       x = nn.relu(dense(x))
     x = self.dropout(x, deterministic=not train)
-    return self.head(x).astype(jnp.float32)
+    logits = self.head(x)
+    # Low-precision compute still returns float32 logits; float64 (gradient checks) stays.
+    return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
 
   def __call__(self, x, *, train: bool):
     return self.classify(self.features(x, train=train), train=train)

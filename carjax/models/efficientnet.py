@@ -155,6 +155,7 @@ class MBConvBlock(nn.Module):
   bn_momentum: float
   drop_path_rate: float
   depthwise_implementation: Implementation = 'auto'
+  freeze_batchnorm: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -165,7 +166,7 @@ class MBConvBlock(nn.Module):
         features, (1, 1), padding='VALID', kernel_init=_conv_init,
         dtype=self.dtype, param_dtype=self.param_dtype, name=name, **kw)
     norm = lambda name: nn.BatchNorm(
-        use_running_average=not train, momentum=self.bn_momentum,
+        use_running_average=not train or self.freeze_batchnorm, momentum=self.bn_momentum,
         epsilon=self.bn_epsilon, dtype=self.dtype,
         param_dtype=self.param_dtype, name=name)
 
@@ -239,6 +240,9 @@ class EfficientNet(nn.Module):
   dropout_rate: float = 0.2
   resolution: int = 224
   depthwise_implementation: Implementation = 'auto'
+  # True: BatchNorm normalises with its running statistics in training too and never
+  # updates them (fine-tuning with small batches).
+  freeze_batchnorm: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -294,6 +298,7 @@ class EfficientNet(nn.Module):
         MBConvBlock(activation=self.activation, padding=self.padding,
                     bn_epsilon=self.bn_epsilon, bn_momentum=self.bn_momentum,
                     depthwise_implementation=self.depthwise_implementation,
+                    freeze_batchnorm=self.freeze_batchnorm,
                     dtype=self.dtype, param_dtype=self.param_dtype, **kwargs)
         for stage in layout for kwargs in stage
     ]
@@ -311,7 +316,8 @@ class EfficientNet(nn.Module):
     Sows intermediates 'stem', 'stage1'..'stage7' and 'head_conv'.
     """
     act = _ACTIVATIONS[self.activation]
-    x = act(self.stem_bn(self.stem_conv(x), use_running_average=not train))
+    frozen_bn = not train or self.freeze_batchnorm
+    x = act(self.stem_bn(self.stem_conv(x), use_running_average=frozen_bn))
     self.sow('intermediates', 'stem', x)
     stage = 0
     for index, block in enumerate(self.blocks):
@@ -319,7 +325,7 @@ class EfficientNet(nn.Module):
       if index == self._stage_ends[stage]:
         stage += 1
         self.sow('intermediates', f'stage{stage}', x)
-    x = act(self.top_bn(self.top_conv(x), use_running_average=not train))
+    x = act(self.top_bn(self.top_conv(x), use_running_average=frozen_bn))
     self.sow('intermediates', 'head_conv', x)
     return x
 

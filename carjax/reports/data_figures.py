@@ -155,10 +155,12 @@ def plot_augmentations(image: np.ndarray, data_configs: Mapping[str, object], nu
   for row, name in enumerate(names):
     cfg = data_configs[name]
     views, resized = augmented_views(image, cfg, num_views, seed)
-    plotting.show_photo(axes[row, 0], resized,
-                        f"{name}\ninput {cfg.image_size} px", fontsize=7)
+    plotting.show_photo(axes[row, 0], resized, "as cached" if row == 0 else "", fontsize=8)
+    # The model on the left of its row, titles only above the first row: nothing overlaps.
+    axes[row, 0].set_ylabel(f"{name}\n{cfg.image_size} px", fontsize=8)
     for j, view in enumerate(views):
-      plotting.show_photo(axes[row, j + 1], view, f"augmented #{j + 1}", fontsize=7)
+      plotting.show_photo(axes[row, j + 1], view, f"augmented #{j + 1}" if row == 0 else "",
+                          fontsize=8)
   aug_cfg = data_configs[names[0]].augment
   fig.suptitle(f"Training augmentations of one photo {photo_name}\n(random resized crop, "
                f"flip, colour jitter; e.g. crop scale {tuple(aug_cfg.crop_scale)}, "

@@ -72,9 +72,10 @@ def plot_gradcam_grid(true_names: Sequence[str], columns: Sequence[dict], path: 
   'predicted' [N] names, 'confidence' [N]}] (each model sees the photo at its own size).
   """
   rows, cols = len(true_names), len(columns) + 1
-  fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.35 * rows + 0.6), squeeze=False)
+  fig, axes = plt.subplots(rows, cols, figsize=(2.3 * cols, 2.45 * rows + 0.8), squeeze=False)
   for i, true_name in enumerate(true_names):
-    plotting.show_photo(axes[i, 0], columns[0]["images"][i], f"photo\ntrue: {true_name}", 8)
+    plotting.show_photo(axes[i, 0], columns[0]["images"][i], "photo" if i == 0 else "", 9)
+    axes[i, 0].set_ylabel(f"true: {true_name}", fontsize=9)
     for j, col in enumerate(columns, start=1):
       ax = axes[i, j]
       ax.imshow(col["images"][i])
@@ -82,8 +83,9 @@ def plot_gradcam_grid(true_names: Sequence[str], columns: Sequence[dict], path: 
       ax.set_xticks([])
       ax.set_yticks([])
       mark = "✓" if col["predicted"][i] == true_name else "✗"
-      ax.set_title(f"{col['model']}\n{mark} {col['predicted'][i]} "
-                   f"({col['confidence'][i]:.2f})", fontsize=8)
+      verdict = f"{mark} {col['predicted'][i]} ({col['confidence'][i]:.2f})"
+      # The model's name heads its column once; each cell says what it predicted.
+      ax.set_title(f"{col['model']}\n{verdict}" if i == 0 else verdict, fontsize=8)
   fig.suptitle(f"Grad-CAM: evidence for the {target} class (red = strong)", fontsize=10)
   fig.tight_layout()
   return plotting.save_figure(fig, path)

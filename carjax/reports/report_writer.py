@@ -25,9 +25,8 @@ _CSS = """
 body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max-width: 1100px;
        margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; }
 th { background: #f2f2f2; }
-td:first-child, th:first-child { text-align: left; }
 figure { margin: 1.2em 0; }
 figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { font-size: 0.9em; color: #555; }
@@ -85,11 +84,13 @@ class Report:
       elif b.kind == "table":
         cell = lambda s: str(s).replace("|", "\\|")
         out.append("| " + " | ".join(cell(h) for h in b.header) + " |")
-        out.append("|" + "|".join(["---"] + ["---:"] * (len(b.header) - 1)) + "|")
+        out.append("|" + "|".join("---:" if numeric else "---"
+                                  for numeric in _numeric_columns(b)) + "|")
         out += ["| " + " | ".join(cell(c) for c in row) + " |" for row in b.rows]
         out.append("")
       elif b.kind == "figure":
-        out += [f"![{b.text}]({b.path})", "", f"*{b.text}*", ""]
+        alt = _LINK.sub(r"\1", b.text)  # A link inside image alt text breaks the image.
+        out += [f"![{alt}]({b.path})", "", f"*{b.text}*", ""]
     return "\n".join(out)
 
   def to_html(self, folder: str) -> str:
@@ -105,15 +106,18 @@ class Report:
       elif b.kind == "bullets":
         out.append("<ul>" + "".join(f"<li>{_inline_html(i)}</li>" for i in b.items) + "</ul>")
       elif b.kind == "table":
-        head = "".join(f"<th>{_inline_html(h)}</th>" for h in b.header)
-        body = "".join("<tr>" + "".join(f"<td>{_inline_html(str(c))}</td>" for c in row)
-                       + "</tr>" for row in b.rows)
+        align = ["right" if numeric else "left" for numeric in _numeric_columns(b)]
+        head = "".join(f"<th style='text-align:{a}'>{_inline_html(h)}</th>"
+                       for h, a in zip(b.header, align))
+        body = "".join("<tr>" + "".join(f"<td style='text-align:{a}'>{_inline_html(str(c))}</td>"
+                                        for c, a in zip(row, align)) + "</tr>" for row in b.rows)
         out.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
       elif b.kind == "figure":
         with open(os.path.join(folder, b.path), "rb") as f:
           data = base64.b64encode(f.read()).decode("ascii")
         caption = _inline_html(b.text)
-        out.append(f"<figure><img alt='{html.escape(b.text, quote=True)}' "
+        alt = html.escape(_LINK.sub(r"\1", b.text), quote=True)
+        out.append(f"<figure><img alt='{alt}' "
                    f"src=\"data:image/png;base64,{data}\"><figcaption>{caption}</figcaption>"
                    "</figure>")
     out.append("</body></html>")
@@ -128,6 +132,23 @@ class Report:
     with open(html_path, "w", encoding="utf-8") as f:
       f.write(self.to_html(folder))
     return md_path, html_path
+
+
+def _numeric_columns(block: Block) -> list[bool]:
+  """Whether each column holds only numbers (right-aligned) or text (left-aligned)."""
+  def is_number(text) -> bool:
+    text = str(text).replace(",", "").strip()
+    if text in ("", "–", "-"):
+      return True
+    try:
+      float(text)
+      return True
+    except ValueError:
+      return False
+  columns = list(zip(*block.rows)) or [() for _ in block.header]
+  return [all(is_number(c) for c in column) and any(str(c).strip() not in ("", "–", "-")
+                                                    for c in column)
+          for column in columns]
 
 
 def _inline_html(text: str) -> str:

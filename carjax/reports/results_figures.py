@@ -70,7 +70,7 @@ def plot_per_class_f1(per_class: Mapping[str, Mapping[str, float]], class_names:
                       path: str) -> str:
   """Horizontal grouped bars: each make's F1 for every model ({model: {class: f1}})."""
   n, models = len(class_names), list(per_class)
-  fig, ax = plt.subplots(figsize=(8, max(3.0, 0.32 * n * max(1, len(models)) ** 0.5 + 1.5)))
+  fig, ax = plt.subplots(figsize=(9.5, max(3.0, 0.32 * n * max(1, len(models)) ** 0.5 + 1.5)))
   height = 0.8 / max(len(models), 1)
   positions = np.arange(n)
   for i, model in enumerate(models):
@@ -83,7 +83,7 @@ def plot_per_class_f1(per_class: Mapping[str, Mapping[str, float]], class_names:
   ax.set_ylabel("make")
   ax.set_title("Per-make F1, model against model")
   ax.grid(axis="x", alpha=0.3)
-  ax.legend(loc="lower right", fontsize=8)
+  ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, title="model")
   fig.tight_layout()
   return plotting.save_figure(fig, path)
 

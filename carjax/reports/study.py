@@ -181,7 +181,8 @@ def prepare_run(name: str, config: ml_collections.ConfigDict, workdir: str,
   try:
     if progress is not None and progress["finished"]:
       status = REUSED
-      notes.insert(0, f"finished run reused ({progress['num_epochs']} epochs)")
+      epochs = progress["num_epochs"]
+      notes.insert(0, f"finished run reused ({epochs} epoch{'s' if epochs != 1 else ''})")
     elif train_missing:
       logging.info("Study: training %s in %s.", name, workdir)
       train_fn(config, workdir)

@@ -65,7 +65,9 @@ def plot_learning_curves(lines: list[dict], eval_split: str, title: str, path: s
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
       ax.legend()
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    epochs_seen = sorted(set(train) | set(evaluation))
+    if len(epochs_seen) <= 20:
+      ax.set_xticks(epochs_seen)
   axes[1].set_ylim(0, 1.02)
   fig.suptitle(title)
   fig.tight_layout()

@@ -1,0 +1,241 @@
+"""The study: end to end on a tiny synthetic folder (train, report, reuse on rerun, missing and
+unfinished runs), and unit tests of Grad-CAM, feature-map extraction and the PNG budget."""
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from carjax import models
+from carjax.reports import gradcam
+from carjax.reports import model_figures
+from carjax.reports import plotting
+from carjax.reports import study
+from carjax.train import checkpoint as ckpt
+from configs import tiny_study
+from tests.conftest import REPO_ROOT, write_synthetic_folder
+
+
+def _study_config(source):
+  config = tiny_study.get_config()
+  config.data.source = f"folder:{source}"
+  return config
+
+
+def _mtime(path):
+  return os.stat(path).st_mtime_ns
+
+
+def _check_report(report_dir, model_names):
+  """The report's files exist, reference each other, and respect the size budget."""
+  with open(os.path.join(report_dir, "report.md")) as f:
+    markdown = f.read()
+  with open(os.path.join(report_dir, "report.html")) as f:
+    html = f.read()
+  figures = sorted(os.listdir(os.path.join(report_dir, "figures")))
+  referenced = re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", markdown)
+  assert sorted(referenced) == [f"figures/{f}" for f in figures]
+  expected = {"data_class_counts.png", "data_image_sizes.png", "data_samples.png",
+              "data_augmentations.png", "compare_per_class_f1.png",
+              "compare_quality_vs_time.png", "gradcam.png"}
+  for name in model_names:
+    expected |= {f"{name}_{kind}.png" for kind in
+                 ("learning_curves", "confusion", "mistakes", "feature_maps")}
+  assert expected <= set(figures)
+  for figure in figures:
+    assert os.path.getsize(os.path.join(report_dir, "figures", figure)) < 300_000, figure
+  # The HTML stands alone: every figure inline, none linked.
+  assert html.count('src="data:image/png;base64,') == len(figures)
+  assert 'src="figures/' not in html
+  for table in os.listdir(os.path.join(report_dir, "tables")):
+    assert f"tables/{table}" in markdown
+  return markdown
+
+
+def test_study_end_to_end_rerun_and_missing_runs(tmp_path):
+  source = write_synthetic_folder(tmp_path / "cars")
+  workdir = tmp_path / "study"
+  config = _study_config(source)
+  names = list(config.models)
+
+  result = study.run_study(config, str(workdir))
+  assert {n: r.status for n, r in result.runs.items()} == {n: study.TRAINED for n in names}
+  assert result.section_errors == []
+  _check_report(result.report_dir, names)
+
+  # The comparison table has one row per model, its metrics those of the run's evaluation.
+  with open(os.path.join(result.report_dir, "tables", "comparison.csv")) as f:
+    rows = {r["model"]: r for r in csv.DictReader(f)}
+  assert sorted(rows) == sorted(names)
+  for name in names:
+    with open(workdir / name / "eval_best_val" / "metrics.json") as f:
+      metrics = json.load(f)
+    for key, _ in study.HEADLINE_METRICS:
+      assert float(rows[name][key]) == metrics[key], (name, key)
+    assert int(rows[name]["parameters"]) > 0
+    assert float(rows[name]["inference_ms_per_image"]) > 0
+    assert int(rows[name]["checkpoint_bytes"]) > 0
+
+  # Rerun through the launcher: finished runs are reused, not retrained nor re-evaluated.
+  before = {n: (ckpt.read_meta(str(workdir / n), ckpt.LAST)["step"],
+                _mtime(workdir / n / "metrics.jsonl"),
+                _mtime(workdir / n / "eval_best_val" / "metrics.json")) for n in names}
+  proc = subprocess.run(
+      [sys.executable, "-m", "launch.study", "--config=configs/tiny_study.py",
+       f"--config.data.source=folder:{source}", f"--workdir={workdir}"],
+      cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  for name in names:
+    assert f"{name}: reused" in proc.stdout
+    after = (ckpt.read_meta(str(workdir / name), ckpt.LAST)["step"],
+             _mtime(workdir / name / "metrics.jsonl"),
+             _mtime(workdir / name / "eval_best_val" / "metrics.json"))
+    assert after == before[name]
+
+  # Report-only mode: a model without a run is listed as missing, and a run whose training
+  # is not over (its config now asks for more epochs) is reported with its best checkpoint.
+  unfinished = names[1]
+  run_config_path = workdir / unfinished / "config.json"
+  run_config = json.loads(run_config_path.read_text())
+  run_config["train"]["num_epochs"] = 5
+  run_config_path.write_text(json.dumps(run_config))
+  config = _study_config(source)
+  config.train_missing = False
+  config.unlock()
+  config.models.not_trained_yet = tiny_study.tiny_cnn_variant()
+  config.lock()
+  result = study.run_study(config, str(workdir))
+  statuses = {n: r.status for n, r in result.runs.items()}
+  assert statuses == {names[0]: study.REUSED, unfinished: study.UNFINISHED,
+                      "not_trained_yet": study.MISSING}
+  assert "epoch 1 of 5" in result.runs[unfinished].detail
+  assert not (workdir / "not_trained_yet").exists()
+  assert result.section_errors == []
+  markdown = _check_report(result.report_dir, names)
+  assert "not_trained_yet (missing" in markdown
+
+
+# ------------------------------------------------------------------------------ Grad-CAM
+
+
+class _TwoChannelModel(nn.Module):
+  """Features = the input; logit k = the spatial mean of channel k (no parameters)."""
+
+  def features(self, x, *, train):
+    del train
+    return x
+
+  def classify(self, features, *, train):
+    del train
+    return jnp.mean(features, axis=(1, 2))
+
+  def __call__(self, x, *, train):
+    return self.classify(self.features(x, train=train), train=train)
+
+
+def test_gradcam_localises_the_evidence_of_each_class():
+  image = np.zeros((1, 8, 8, 2), np.float32)
+  image[0, :3, :3, 0] = 2.0  # class 0's evidence: top left (the stronger: predicted)
+  image[0, 5:, 5:, 1] = 1.0  # class 1's evidence: bottom right
+  model = _TwoChannelModel()
+  cams, logits = gradcam.gradcam(model, {}, jnp.asarray(image))
+  assert int(np.argmax(logits[0])) == 0
+  np.testing.assert_allclose(cams[0], image[0, ..., 0] / 2.0, atol=1e-6)
+  cams, _ = gradcam.gradcam(model, {}, jnp.asarray(image), target_classes=[1])
+  np.testing.assert_allclose(cams[0], image[0, ..., 1], atol=1e-6)
+  peak = np.unravel_index(np.argmax(gradcam.upsample(cams[0], 32)), (32, 32))
+  assert peak[0] >= 20 and peak[1] >= 20
+
+
+def test_gradcam_ignores_negative_evidence_and_blank_maps():
+  image = np.zeros((2, 4, 4, 2), np.float32)
+  image[0, 0, 0, 0] = 1.0
+  image[1] = 0.0  # No evidence anywhere: an all-zero map, not NaN.
+  model = _TwoChannelModel()
+  cams, _ = gradcam.gradcam(model, {}, jnp.asarray(image), target_classes=[1, 1])
+  assert np.all(np.asarray(cams) == 0.0)
+
+
+def _tiny_cnn():
+  config = tiny_study.get_config().models.tiny_cnn
+  model = models.build_model(config.model, 3)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+  return model, variables
+
+
+def test_gradcam_on_the_custom_cnn_has_the_last_feature_map_shape():
+  model, variables = _tiny_cnn()
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  cams, logits = gradcam.gradcam(model, variables, x)
+  assert cams.shape == (2, 4, 4)  # stem stride 2 and two 2×2 poolings: 32 / 8
+  assert float(jnp.min(cams)) >= 0.0 and float(jnp.max(cams)) <= 1.0
+  np.testing.assert_allclose(logits, model.apply(variables, x, train=False), rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- feature maps
+
+
+def test_feature_maps_of_the_custom_cnn_follow_its_layers(tmp_path):
+  model, variables = _tiny_cnn()
+  x = np.asarray(jax.random.normal(jax.random.key(1), (2, 32, 32, 3)))
+  maps = model_figures.feature_maps(model, variables, x)
+  assert [(n, m.shape) for n, m in maps] == [
+      ("stage1/after_conv0", (2, 16, 16, 8)), ("stage1/after_pool", (2, 8, 8, 8)),
+      ("stage2/after_conv0", (2, 8, 8, 16)), ("stage2/after_pool", (2, 4, 4, 16))]
+  np.testing.assert_allclose(maps[-1][1], model.apply(variables, x, train=False,
+                                                      method=model.features), rtol=1e-5)
+  assert [n for n, _ in model_figures.select_layers(maps, ("stage2/after_pool",))] == [
+      "stage2/after_pool"]
+  assert model_figures.select_layers(maps, ()) == maps
+  strongest = model_figures.strongest_channels(maps[0][1][0], 3)
+  means = maps[0][1][0].mean(axis=(0, 1))
+  assert list(strongest) == list(np.argsort(-means)[:3])
+  photo = np.zeros((32, 32, 3), np.uint8)
+  path = model_figures.plot_feature_maps(photo, [(n, m[0]) for n, m in maps], 4, "t",
+                                         str(tmp_path / "maps.png"))
+  assert os.path.getsize(path) < 300_000
+
+
+def test_feature_maps_and_gradcam_of_a_tiny_efficientnet():
+  config = tiny_study.tiny_efficientnet()
+  model = models.build_model(config.model, 3)
+  x = jax.random.normal(jax.random.key(1), (1, 32, 32, 3))
+  variables = jax.jit(lambda r: model.init(r, x, train=False))(jax.random.key(0))
+  maps = model_figures.feature_maps(model, variables, np.asarray(x))
+  assert [n for n, _ in maps] == ["stem"] + [f"stage{i}" for i in range(1, 8)] + ["head_conv"]
+  assert maps[0][1].shape[:3] == (1, 16, 16)
+  wanted = tiny_study.get_config().report.feature_map_layers.tiny_efficientnet
+  assert [n for n, _ in model_figures.select_layers(maps, wanted)] == list(wanted)
+  cams, _ = jax.jit(lambda v, x: gradcam.gradcam(model, v, x))(variables, x)
+  assert cams.shape == maps[-1][1].shape[:3]
+
+
+# ----------------------------------------------------------------------------- plumbing
+
+
+def test_png_budget_shrinks_a_photo_heavy_figure(tmp_path):
+  fig, ax = plotting.plt.subplots(figsize=(8, 8))
+  ax.imshow(np.random.default_rng(0).integers(0, 256, (400, 400, 3), np.uint8))
+  path = plotting.save_figure(fig, str(tmp_path / "noise.png"), max_bytes=150_000)
+  assert os.path.getsize(path) <= 150_000
+
+
+def test_model_configs_apply_the_shared_data_section():
+  config = tiny_study.get_config()
+  config.data.source = "folder:/somewhere"
+  config.data.eval_split = "test"
+  configs = study.model_configs(config)
+  assert set(configs) == set(config.models)
+  for model_config in configs.values():
+    assert model_config.data.source == "folder:/somewhere"
+    assert model_config.data.eval_split == "test"
+    assert model_config.data.image_size == 32  # Model-specific fields stay the model's.
+  assert config.models.tiny_cnn.data.source == ""  # The study config itself is untouched.
