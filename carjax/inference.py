@@ -25,7 +25,7 @@ from carjax.train.run_io import load_run_config
 def restore_variables(workdir: str, which: str = ckpt.BEST):
   """(config, class_names, model, eval variables, checkpoint meta) of a workdir's checkpoint."""
   # Imported here: the loop module imports this package's siblings at import time.
-  from carjax.train import loop, optim  # pylint: disable=g-import-not-at-top
+  from carjax.train import loop  # pylint: disable=g-import-not-at-top
   config = load_run_config(workdir)
   with open(os.path.join(workdir, "class_names.json")) as f:
     class_names = tuple(json.load(f))
@@ -35,13 +35,11 @@ def restore_variables(workdir: str, which: str = ckpt.BEST):
     raise FileNotFoundError(
         f"no '{which}' checkpoint in {ckpt.checkpoint_dir(workdir, which)}; "
         f"train first, or choose --checkpoint={'last' if which == 'best' else 'best'}")
-  rng = jax.random.key(0)
-  params = jax.eval_shape(lambda r: loop.init_variables(model, config, r), rng)["params"]
-  tx, _ = optim.make_optimizer(config.train, 1, params)
-  abstract = jax.eval_shape(lambda r: loop.create_train_state(model, config, r, tx), rng)
-  abstract = ckpt.abstract_like(abstract)
-  state, meta = ckpt.restore(mngr, abstract)
-  variables = state.eval_variables(use_ema=bool(config.train.ema_decay))
+  abstract = jax.eval_shape(lambda r: loop.init_variables(model, config, r),
+                            jax.random.key(0))
+  abstract = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
+  variables, meta = ckpt.restore_model_variables(mngr, abstract,
+                                                 use_ema=bool(config.train.ema_decay))
   return config, class_names, model, variables, meta
 
 

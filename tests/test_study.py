@@ -60,6 +60,7 @@ def _check_report(report_dir, model_names):
   return markdown
 
 
+@pytest.mark.slow
 def test_study_end_to_end_rerun_and_missing_runs(tmp_path):
   source = write_synthetic_folder(tmp_path / "cars")
   workdir = tmp_path / "study"
@@ -204,6 +205,7 @@ def test_feature_maps_of_the_custom_cnn_follow_its_layers(tmp_path):
   assert os.path.getsize(path) < 300_000
 
 
+@pytest.mark.slow
 def test_feature_maps_and_gradcam_of_a_tiny_efficientnet():
   config = tiny_study.tiny_efficientnet()
   model = models.build_model(config.model, 3)

@@ -157,13 +157,13 @@ def plot_augmentations(image: np.ndarray, data_configs: Mapping[str, object], nu
     views, resized = augmented_views(image, cfg, num_views, seed)
     plotting.show_photo(axes[row, 0], resized, "as cached" if row == 0 else "", fontsize=8)
     # The model on the left of its row, titles only above the first row: nothing overlaps.
-    axes[row, 0].set_ylabel(f"{name}\n{cfg.image_size} px", fontsize=8)
+    axes[row, 0].set_ylabel(f"{name}\n{cfg.image_size} px, crop scale ≥ "
+                            f"{cfg.augment.crop_scale[0]}\njitter {cfg.augment.color_jitter}"
+                            f"{', flip' if cfg.augment.flip else ''}", fontsize=7)
     for j, view in enumerate(views):
       plotting.show_photo(axes[row, j + 1], view, f"augmented #{j + 1}" if row == 0 else "",
                           fontsize=8)
-  aug_cfg = data_configs[names[0]].augment
   fig.suptitle(f"Training augmentations of one photo {photo_name}\n(random resized crop, "
-               f"flip, colour jitter; e.g. crop scale {tuple(aug_cfg.crop_scale)}, "
-               f"jitter {aug_cfg.color_jitter})", fontsize=9)
+               "flip, colour jitter: each model's own settings, on the left)", fontsize=9)
   fig.tight_layout()
   return plotting.save_figure(fig, path)

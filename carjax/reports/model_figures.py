@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -32,10 +31,17 @@ def _flatten(tree, prefix: str = "") -> list[tuple[str, np.ndarray]]:
 
 
 def feature_maps(model, variables, images: np.ndarray) -> list[tuple[str, np.ndarray]]:
-  """[(layer name, activations [N, h, w, C])] of already normalised float `images`."""
-  _, state = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["intermediates"]))(
-      variables, jnp.asarray(images))
-  return _flatten(jax.device_get(state.get("intermediates", {})))
+  """[(layer name, activations [N, h, w, C])] of already normalised float `images`.
+
+  Not jitted on purpose: jit's outputs are pytrees whose dict keys come back sorted, which
+  would lose the order of the layers ('head_conv' before 'stem'); one eager forward pass of
+  a photo or two is cheap.
+  """
+  # Variables straight from `init` may hold an 'intermediates' collection already; sow would
+  # append to it, in its order, so start from the weights alone.
+  variables = {k: v for k, v in variables.items() if k != "intermediates"}
+  _, state = model.apply(variables, jnp.asarray(images), train=False, mutable=["intermediates"])
+  return _flatten(state.get("intermediates", {}))  # No tree_map here either: it sorts keys.
 
 
 def predictor_feature_maps(predictor, image_uint8: np.ndarray) -> list[tuple[str, np.ndarray]]:

@@ -201,7 +201,7 @@ def prepare_run(name: str, config: ml_collections.ConfigDict, workdir: str,
     raise
   except Exception as e:  # pylint: disable=broad-except
     logging.exception("Study: model %s failed.", name)
-    return ModelRun(name, workdir, FAILED, f"{type(e).__name__}: {e}")
+    return ModelRun(name, workdir, FAILED, _short_error(e))
   return ModelRun(name, workdir, status, "; ".join(notes), eval_dir, metrics)
 
 
@@ -315,8 +315,8 @@ class _ReportBuilder:
       build()
     except Exception as e:  # pylint: disable=broad-except
       logging.error("Report section %r failed:\n%s", title, traceback.format_exc())
-      self.section_errors.append(f"{title}: {type(e).__name__}: {e}")
-      self.report.paragraph(f"**This section could not be built** ({type(e).__name__}: {e}); "
+      self.section_errors.append(f"{title}: {_short_error(e)}")
+      self.report.paragraph(f"**This section could not be built** ({_short_error(e)}); "
                             "the log has the traceback.")
 
   def predictor(self, run: ModelRun) -> Predictor:
@@ -549,6 +549,12 @@ class _ReportBuilder:
       self.guarded("Grad-CAM", self.gradcam_section)
     md_path, html_path = self.report.write(self.report_dir)
     return StudyResult(self.report_dir, md_path, html_path, self.runs, self.section_errors)
+
+
+def _short_error(error: Exception, limit: int = 300) -> str:
+  """'Type: message' cut to `limit` characters (orbax's messages list every array)."""
+  text = f"{type(error).__name__}: {error}"
+  return text if len(text) <= limit else text[:limit] + " … (the log has it all)"
 
 
 def _round_robin(records, num_classes: int, count: int, seed: int) -> list:

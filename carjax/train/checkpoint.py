@@ -52,6 +52,32 @@ def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None =
   return restored["state"], restored["meta"]
 
 
+def restore_model_variables(mngr: ocp.CheckpointManager, abstract_variables: Any,
+                            use_ema: bool, step: int | None = None):
+  """({'params', 'batch_stats'} for evaluation, meta): the model's arrays alone.
+
+  Inference needs neither the optimiser state nor its types, so the checkpoint is read
+  without a state target (a run trained by an older optimiser layout still loads), and only
+  the model's variables are kept, each checked against `abstract_variables` and placed with
+  its sharding.
+  """
+  step = mngr.latest_step() if step is None else step
+  restored = mngr.restore(step, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+  state = restored["state"]
+  params = state["ema_params"] if (use_ema and state.get("ema_params")) else state["params"]
+  variables = {"params": params, "batch_stats": state.get("batch_stats") or {}}
+  expected = jax.tree.map(lambda a: a.shape, abstract_variables)
+  found = jax.tree.map(lambda a: tuple(a.shape), variables)
+  if jax.tree.structure(expected) != jax.tree.structure(found) or expected != found:
+    raise ValueError(f"checkpoint {mngr.directory}/{step} does not fit the model of its "
+                     "config.json (different architecture or number of classes)")
+  variables = jax.tree.map(
+      lambda a, t: jax.device_put(a, t.sharding) if getattr(t, "sharding", None) else a,
+      variables, abstract_variables)
+  return variables, restored["meta"]
+
+
 def read_meta(workdir: str, which: str) -> dict | None:
   """The JSON record of a workdir's checkpoint without loading any array."""
   mngr = manager(workdir, which)
