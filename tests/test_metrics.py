@@ -34,6 +34,7 @@ def test_absent_classes_do_not_count_in_macro_averages():
 
 
 def test_top_k():
-  logits = np.array([[0.1, 0.5, 0.4], [0.9, 0.05, 0.05]])
+  logits = np.array([[0.1, 0.5, 0.4], [0.9, 0.03, 0.07]])
   assert metrics.top_k_accuracy(np.array([2, 1]), logits, 1) == 0.0
   assert metrics.top_k_accuracy(np.array([2, 1]), logits, 2) == 0.5
+  assert metrics.top_k_accuracy(np.array([2, 1]), logits, 3) == 1.0
