@@ -1,0 +1,143 @@
+"""carjax's own models, timed through the project's real jitted steps (benchmark worker side).
+
+Training is `carjax.train.steps.make_train_step` jitted exactly as `carjax.train.loop` does
+(donated state, the loop's shardings over a one-axis data mesh), so the timed work includes
+the on-device augmentation (random resized crop, flip, colour jitter) and normalisation of
+the uint8 batch, the forward and backward pass, and the optimizer update of
+`carjax.train.optim.make_optimizer`. Inference is the project's jitted `eval_step`.
+The first call is split with jax's ahead-of-time API into trace, lower, compile and the
+first execution; the compiled executable is then the one that is timed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from carjax.benchmark import configs, data as bench_data
+from carjax.benchmark.timing import sample, timed_repeats
+
+
+def _first_call(jitted, args):
+  """(compiled, outputs, {'trace_s', 'lower_s', 'compile_s', 'first_run_s', 'total_s'})."""
+  import jax  # pylint: disable=g-import-not-at-top
+  t0 = time.perf_counter()
+  traced = jitted.trace(*args)
+  t1 = time.perf_counter()
+  lowered = traced.lower()
+  t2 = time.perf_counter()
+  compiled = lowered.compile()
+  t3 = time.perf_counter()
+  out = compiled(*args)
+  jax.block_until_ready(out)
+  t4 = time.perf_counter()
+  return compiled, out, {"trace_s": t1 - t0, "lower_s": t2 - t1, "compile_s": t3 - t2,
+                         "first_run_s": t4 - t3, "total_s": t4 - t0}
+
+
+def measure(task: dict) -> dict:
+  import jax  # pylint: disable=g-import-not-at-top
+  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
+  from carjax import models  # pylint: disable=g-import-not-at-top
+  from carjax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from carjax.train import loop, optim  # pylint: disable=g-import-not-at-top
+  from carjax.train import steps as steps_lib  # pylint: disable=g-import-not-at-top
+
+  size, train_batch, infer_batch = task["image_size"], task["train_batch"], task["infer_batch"]
+  num_classes = task["num_classes"]
+  config = configs.bench_config(task["model"], image_size=size, batch_size=train_batch,
+                                infer_batch=infer_batch, optimizer=task["optimizer"])
+  model = models.build_model(config.model, num_classes)
+  mean, std = models.input_normalization(config.model)
+  rngs = loop.rngs_from_seed(0)
+  result = {"implementation": f"carjax.models ({config.model.name}"
+                              + (f", {config.model.variant}" if configs.efficientnet_variant(config)
+                                 else "") + ")",
+            "jax_devices": [str(d) for d in jax.devices()]}
+
+  # The loop's mesh and shardings (one CPU device here).
+  mesh = jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+  data_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+
+  start = time.perf_counter()
+  per_epoch = 100  # Only shapes the learning-rate schedule; no effect on speed.
+  abstract_params = jax.eval_shape(
+      lambda r: loop.init_variables(model, config, r), rngs["init"])["params"]
+  tx, _ = optim.make_optimizer(config.train, per_epoch, abstract_params)
+  abstract = jax.eval_shape(lambda r: loop.create_train_state(model, config, r, tx), rngs["init"])
+  state_sharding = jax.tree.map(lambda _: replicated, abstract)
+  state = jax.jit(lambda r: loop.create_train_state(model, config, r, tx),
+                  out_shardings=state_sharding)(rngs["init"])
+  jax.block_until_ready(state)
+  result["init_s"] = time.perf_counter() - start
+  result["parameters"] = int(sum(np.size(p) for p in jax.tree.leaves(state.params)))
+
+  host_rng = np.random.default_rng(0)
+  def host_batch(batch_size, with_mask=False):
+    batch = {"image": host_rng.integers(0, 256, (batch_size, size, size, 3), np.uint8),
+             "label": host_rng.integers(0, num_classes, (batch_size,), np.int32)}
+    if with_mask:
+      batch["mask"] = np.ones((batch_size,), np.float32)
+    return pipeline.shard_batch(batch, data_sharding)
+
+  measured = task.get("measure", ("train", "infer"))
+  warmup, repeats, steps = task["warmup"], task["repeats"], task["steps"]
+  if "train" in measured:
+    train_step = jax.jit(steps_lib.make_train_step(model, config, num_classes, mean, std),
+                         donate_argnums=(0,), out_shardings=(state_sharding, replicated))
+    batch = host_batch(train_batch)
+    compiled, (state, _), first = _first_call(train_step, (state, batch, rngs["train"]))
+    result["train_first_call"] = first
+    holder = {"state": state}
+
+    def train_once():
+      holder["state"], metrics = compiled(holder["state"], batch, rngs["train"])
+      return metrics
+
+    sync = lambda metrics: jax.block_until_ready((holder["state"], metrics))
+    result["train"] = sample(timed_repeats(train_once, sync, warmup=warmup, repeats=repeats,
+                                           steps=steps), train_batch, steps)
+
+    if task.get("profile_dir"):
+      profile_dir = os.path.join(task["profile_dir"], task["model"])
+      with jax.profiler.trace(profile_dir):
+        for _ in range(max(steps, 3)):
+          metrics = train_once()
+        sync(metrics)
+      result["profile_dir"] = profile_dir
+
+    data_spec = task.get("data")
+    if data_spec:
+      split, info = bench_data.load_cached_train_split(data_spec, size)
+      result["e2e_data"] = info
+      if len(split.labels) < train_batch:
+        result["e2e_skipped"] = (f"the train split has {len(split.labels)} images, fewer than "
+                                 f"one batch of {train_batch}")
+      else:
+        batches = pipeline.train_batches(split.images, split.labels, train_batch, seed=0)
+
+        def e2e_once():
+          real = pipeline.shard_batch(next(batches), data_sharding)
+          holder["state"], metrics = compiled(holder["state"], real, rngs["train"])
+          return metrics
+
+        result["e2e_train"] = sample(timed_repeats(e2e_once, sync, warmup=1, repeats=repeats,
+                                                   steps=steps), train_batch, steps)
+    del holder
+
+  if "infer" in measured:
+    eval_step = jax.jit(steps_lib.make_eval_step(model, config, num_classes, mean, std),
+                        out_shardings=replicated)
+    batch = host_batch(infer_batch, with_mask=True)
+    # A state whose buffers were not donated (the training one was).
+    state = jax.jit(lambda r: loop.create_train_state(model, config, r, tx),
+                    out_shardings=state_sharding)(rngs["init"])
+    compiled_eval, _, first = _first_call(eval_step, (state, batch))
+    result["infer_first_call"] = first
+    result["infer"] = sample(
+        timed_repeats(lambda: compiled_eval(state, batch), jax.block_until_ready,
+                      warmup=warmup, repeats=repeats, steps=steps), infer_batch, steps)
+  return result

@@ -1,0 +1,50 @@
+"""The benchmarked models: a name → the project's config, adapted to the benchmark's settings."""
+
+from __future__ import annotations
+
+import importlib
+
+import ml_collections
+
+# Benchmark model name → the config module it is taken from.
+MODEL_CONFIGS = {
+    "custom_cnn": "configs.custom_cnn",
+    "tiny_cnn": "configs.tiny_cnn",  # Smoke tests only.
+    "efficientnet_b0": "configs.efficientnet_b0_scratch",
+    "efficientnet_lite0": "configs.efficientnet_lite0_finetune",
+}
+DEFAULT_MODELS = ("custom_cnn", "efficientnet_b0", "efficientnet_lite0")
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def bench_config(model: str, *, image_size: int, batch_size: int, infer_batch: int,
+                 optimizer: str = "adamw") -> ml_collections.ConfigDict:
+  """The model's project config at the benchmark's image size, batch and optimizer.
+
+  Everything trains (no pretrained weights, no frozen parameters, no EMA), so that every
+  stack does the same work: a full forward, backward and update of the whole network.
+  """
+  if model not in MODEL_CONFIGS:
+    raise ValueError(f"unknown benchmark model {model!r}; expected one of "
+                     f"{sorted(MODEL_CONFIGS)}")
+  if optimizer not in OPTIMIZERS:
+    raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+  config = importlib.import_module(MODEL_CONFIGS[model]).get_config()
+  with config.unlocked():
+    config.data.image_size = image_size
+    config.data.cache_dir = ""
+    config.train.batch_size = batch_size
+    config.eval.batch_size = infer_batch
+    config.train.optimizer = optimizer
+    config.train.frozen_params = ""
+    config.train.freeze_backbone_epochs = 0.0
+    config.train.ema_decay = 0.0
+    config.train.class_weights = False
+    config.model.pretrained = ""
+    config.model.freeze_batchnorm = False
+  return config
+
+
+def efficientnet_variant(config: ml_collections.ConfigDict) -> str | None:
+  """'b0', 'lite0', ... for an EfficientNet config, else None."""
+  return config.model.variant if config.model.name == "efficientnet" else None
