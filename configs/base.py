@@ -72,4 +72,6 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.init = ml_collections.ConfigDict()
   c.init.resume_from = ""  # Another workdir whose last checkpoint starts this run.
+  # Fine-tuning from config.model.pretrained: the new classifier head starts at zero.
+  c.init.zero_head = True
   return c

@@ -23,15 +23,18 @@ def get_config() -> ml_collections.ConfigDict:
   c.model.use_batchnorm = True
   c.model.global_pool = "avg"
   c.model.dense_widths = (256,)
-  c.model.dropout_rate = 0.3
+  c.model.dropout_rate = 0.1
+  # A first recipe (lr 2e-3, crop scale 0.25-1, jitter 0.3, dropout 0.3, 20 epochs) sat at
+  # chance for 13 epochs and ended at 0.245 val accuracy with train accuracy as low: it
+  # underfit. Milder augmentation and regularisation learn from the second epoch on.
   c.train.batch_size = 32
-  c.train.num_epochs = 20
+  c.train.num_epochs = 30
   c.train.optimizer = "adamw"
-  c.train.learning_rate = 2e-3
+  c.train.learning_rate = 1e-3
   c.train.weight_decay = 0.05
-  c.train.warmup_epochs = 2
+  c.train.warmup_epochs = 1
   c.train.label_smoothing = 0.1
-  c.data.augment.crop_scale = (0.25, 1.0)
-  c.data.augment.color_jitter = 0.3
+  c.data.augment.crop_scale = (0.6, 1.0)
+  c.data.augment.color_jitter = 0.1
   c.lock()
   return c

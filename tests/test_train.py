@@ -200,3 +200,47 @@ def test_frozen_parameters_never_move_and_their_backward_is_dropped():
   step2 = jax.jit(steps.make_train_step(model2, unfrozen_config, 3, (127.5,) * 3, (64.0,) * 3))
   hlo2 = step2.lower(state2, batch, jax.random.key(0)).compile().as_text()
   assert hlo.count("convolution(") < hlo2.count("convolution(")
+
+
+
+def test_state_from_pretrained_keeps_backbone_and_resets_head(tmp_path):
+  from carjax.convert import store
+  from configs import efficientnet_lite0_finetune
+  config = efficientnet_lite0_finetune.get_config()
+  config.data.image_size = 32
+  config.model.pretrained = str(tmp_path / "weights")
+  imagenet_model = models.build_model(config.model, 1000)
+  imagenet = imagenet_model.init(jax.random.key(7), jnp.zeros((1, 32, 32, 3)), train=False)
+  # Non-trivial statistics, so a pretrained value cannot equal a fresh one by accident.
+  imagenet = jax.tree.map(lambda a: np.asarray(a) + 0.25, imagenet)
+  store.save_converted(config.model.pretrained, imagenet, dict(
+      model="efficientnet", variant="lite0", num_classes=1000,
+      padding=imagenet_model.padding, bn_epsilon=imagenet_model.bn_epsilon,
+      activation=imagenet_model.activation, se=imagenet_model.se,
+      input_mean=list(config.model.input_mean), input_std=list(config.model.input_std)))
+  model, state = _state(config, num_classes=5)
+
+  for zero_head in (True, False):
+    config.init.zero_head = zero_head
+    started = loop.state_from_pretrained(state, model, config)
+    for key in ("params", "batch_stats"):
+      for path, leaf in jax.tree_util.tree_flatten_with_path(getattr(started, key))[0]:
+        name = jax.tree_util.keystr(path)
+        if key == "params" and "head" in name:
+          continue
+        source = imagenet[key]
+        for p in path:
+          source = source[p.key]
+        np.testing.assert_array_equal(np.asarray(leaf), source, err_msg=name)
+    head = started.params["head"]
+    assert head["kernel"].shape == (1280, 5)
+    if zero_head:
+      assert not np.any(np.asarray(head["kernel"])) and not np.any(np.asarray(head["bias"]))
+    else:
+      np.testing.assert_array_equal(np.asarray(head["kernel"]),
+                                    np.asarray(state.params["head"]["kernel"]))
+      assert np.std(np.asarray(head["kernel"])) > 0.01
+
+  config.model.input_std = (1.0, 1.0, 1.0)
+  with pytest.raises(ValueError, match="input_std"):
+    loop.state_from_pretrained(state, model, config)
