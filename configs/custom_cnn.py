@@ -4,6 +4,9 @@ Command (cars20, this repository's reference run; see RESULTS.md for the figures
 
   python -m launch.train --config=configs/custom_cnn.py \
       --config.data.source=folder:../shared/data/cars20 --workdir=runs/custom_cnn
+
+Reached on cars20 val (2026-11-29, 2 CPU cores, 47 min while sharing them with a Lite0 run):
+accuracy 0.701, weighted precision 0.705, macro F1 0.691, top-3 0.866 (best epoch 27 of 30).
 """
 
 import ml_collections
