@@ -211,3 +211,22 @@ def test_smoke_run_writes_report(tmp_path):
   assert _positive(vs["augment/train"]) and _positive(vs["e2e/synthetic_train"])
   markdown = (tmp_path / "out" / "bench.md").read_text()
   assert report["command"] in markdown and "| tiny_cnn | carjax" in markdown
+
+
+def test_breakdown_variants_change_only_what_they_say():
+  from carjax.benchmark import breakdown
+  small = dict(model_variant="lite0", num_classes=3, image_size=32, batch_size=2)
+  results = {v: breakdown.time_variant(v, repeats=1, warmup=1, **small)
+             for v in ("shifted", "grouped", "no_depthwise")}
+  # Both depthwise implementations compute the same step; the stand-in does not.
+  assert abs(results["shifted"]["loss"] - results["grouped"]["loss"]) < 1e-4
+  assert abs(results["shifted"]["loss"] - results["no_depthwise"]["loss"]) > 1e-4
+  # The stand-in is gone once the block ends.
+  from carjax.models import depthwise
+  with breakdown.depthwise_replaced_by_scale():
+    assert depthwise.depthwise_conv2d.__name__ == "scale_only"
+  assert depthwise.depthwise_conv2d.__name__ == "depthwise_conv2d"
+  table = breakdown.markdown(list(results.values()), title="t")
+  assert "| no_depthwise |" in table and "1.00×" in table
+  with pytest.raises(ValueError, match="variant"):
+    breakdown.build_step("bogus")

@@ -487,7 +487,7 @@ class _ReportBuilder:
     records = self.eval_records()
     record = records[self.options.feature_map_photo % len(records)]
     self.report.paragraph(
-        f"One photo (`{os.path.basename(record.name)}`, a "
+        f"One photo (`{os.path.basename(record.name)}`, true make "
         f"{self.source.class_names[record.label]}) after each layer: for every layer the "
         f"{self.options.feature_map_channels} most active channels, each scaled to its own "
         "range (white = strong). Early layers respond to edges and colours; deeper ones are "

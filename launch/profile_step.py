@@ -1,0 +1,44 @@
+r"""Ablation profile of an EfficientNet training step: what each kind of layer costs.
+
+  python -m launch.profile_step --model=b0 --image_size=224 --batch=32 --output=profile.json
+
+Times the jitted SGD train step of the model as the project runs it on this backend, with
+depthwise through XLA's grouped convolution, with depthwise replaced by a per-channel scale,
+and additionally without squeeze-and-excitation (carjax.benchmark.breakdown), and prints a
+Markdown table. Run it on an otherwise idle machine.
+"""
+
+import json
+import shlex
+import sys
+
+from absl import app
+from absl import flags
+
+from carjax.benchmark import breakdown
+
+_MODEL = flags.DEFINE_string("model", "b0", "EfficientNet variant (b0, lite0, ...).")
+_SIZE = flags.DEFINE_integer("image_size", 224, "Input side in pixels.")
+_BATCH = flags.DEFINE_integer("batch", 32, "Training batch size.")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed steps per variant.")
+_VARIANTS = flags.DEFINE_list("variants", list(breakdown.VARIANTS), "Variants to time.")
+_OUTPUT = flags.DEFINE_string("output", "", "Also write the raw timings here (JSON).")
+
+
+def main(argv):
+  del argv
+  results = [breakdown.time_variant(v, repeats=_REPEATS.value, model_variant=_MODEL.value,
+                                    image_size=_SIZE.value, batch_size=_BATCH.value)
+             for v in _VARIANTS.value]
+  command = "python -m launch.profile_step " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+  table = breakdown.markdown(
+      results, title=f"EfficientNet-{_MODEL.value} train step, {_SIZE.value} px, "
+                     f"batch {_BATCH.value}: `{command}`")
+  print(table)
+  if _OUTPUT.value:
+    with open(_OUTPUT.value, "w") as f:
+      json.dump({"command": command, "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)
