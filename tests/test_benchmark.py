@@ -215,12 +215,14 @@ def test_smoke_run_writes_report(tmp_path):
 
 def test_breakdown_variants_change_only_what_they_say():
   from carjax.benchmark import breakdown
-  small = dict(model_variant="lite0", num_classes=3, image_size=32, batch_size=2)
-  results = {v: breakdown.time_variant(v, repeats=1, warmup=1, **small)
+  # 64 px and batch 8: at 32 px the last stages are 1x1, and training-mode BatchNorm over
+  # two values per channel amplifies float rounding, so no two implementations agree there.
+  small = dict(model_variant="lite0", num_classes=3, image_size=64, batch_size=8)
+  results = {v: breakdown.time_variant(v, repeats=1, warmup=0, **small)
              for v in ("shifted", "grouped", "no_depthwise")}
   # Both depthwise implementations compute the same step; the stand-in does not.
-  assert abs(results["shifted"]["loss"] - results["grouped"]["loss"]) < 1e-4
-  assert abs(results["shifted"]["loss"] - results["no_depthwise"]["loss"]) > 1e-4
+  assert abs(results["shifted"]["loss"] - results["grouped"]["loss"]) < 1e-3
+  assert abs(results["shifted"]["loss"] - results["no_depthwise"]["loss"]) > 1e-2
   # The stand-in is gone once the block ends.
   from carjax.models import depthwise
   with breakdown.depthwise_replaced_by_scale():
