@@ -48,6 +48,9 @@ def report_options() -> ml_collections.ConfigDict:
   r.feature_map_layers = ml_collections.ConfigDict(
       {"efficientnet_lite0": ("stem", "stage1", "stage2", "stage4", "stage6", "head_conv")})
   r.gradcam_photos = 6  # One per make, round-robin, from the held-out split.
+  # The layer whose map Grad-CAM weighs, per model name (default: the last feature map).
+  # The CNN's last map is 2×2 at 128 px; its stage 4 (4×4) still carries class evidence.
+  r.gradcam_layers = ml_collections.ConfigDict({"custom_cnn": "stage4"})
   r.gradcam_target = "predicted"  # or 'true': whose class evidence the heat map shows.
   r.mistakes_shown = 8
   r.inference_batch_size = 32

@@ -181,6 +181,28 @@ def test_gradcam_on_the_custom_cnn_has_the_last_feature_map_shape():
   np.testing.assert_allclose(logits, model.apply(variables, x, train=False), rtol=1e-5)
 
 
+def test_gradcam_at_a_named_layer_matches_the_default_at_the_last_one():
+  model, variables = _tiny_cnn()
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  default_cams, default_logits = gradcam.gradcam(model, variables, x)
+  last_cams, last_logits = gradcam.gradcam(model, variables, x, layer="stage2")
+  np.testing.assert_allclose(last_cams, default_cams, atol=1e-6)
+  np.testing.assert_allclose(last_logits, default_logits, rtol=1e-6)
+  finer_cams, finer_logits = gradcam.gradcam(model, variables, x, layer="stage1")
+  assert finer_cams.shape == (2, 8, 8)
+  # Swapping a layer's output for itself must leave the network's output unchanged.
+  np.testing.assert_allclose(finer_logits, default_logits, rtol=1e-6)
+  assert float(jnp.max(default_cams)) == 1.0 and float(jnp.max(finer_cams)) == 1.0
+  assert not np.allclose(gradcam.upsample(finer_cams[0], 8),
+                         gradcam.upsample(default_cams[0], 8), atol=0.05)
+
+
+def test_gradcam_names_a_layer_the_model_does_not_have():
+  model, variables = _tiny_cnn()
+  with pytest.raises(ValueError, match="'stage9'.*0 times"):
+    gradcam.gradcam(model, variables, jnp.zeros((1, 32, 32, 3)), layer="stage9")
+
+
 # --------------------------------------------------------------------------- feature maps
 
 

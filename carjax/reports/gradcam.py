@@ -1,16 +1,19 @@
 """Grad-CAM (Selvaraju et al. 2017): where in the photo a model's class evidence comes from.
 
-For the last convolutional feature map A (N, h, w, C) and a class score y_c:
+For a convolutional feature map A (N, h, w, C), by default the last one, and a class score y_c:
   weights_k = mean over (i, j) of dy_c / dA_ijk   (how much channel k matters for class c),
   map_ij    = ReLU(sum_k weights_k A_ijk),
 normalised to [0, 1] and upsampled to the photo. Every carjax model exposes `features` (the
-map A) and `classify` (A -> logits), so the gradient is taken w.r.t. A directly.
+last map) and `classify` (map -> logits), so by default the gradient is taken w.r.t. A
+directly; an earlier layer, whose finer map shows more detail (the custom CNN's last map is
+2×2 at 128 px), is reached by intercepting that submodule's output.
 """
 
 from __future__ import annotations
 
 from typing import Sequence
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,15 +23,19 @@ from carjax.reports import plotting
 from carjax.reports.plotting import plt
 
 
-def gradcam(model, variables, images, target_classes=None):
+def gradcam(model, variables, images, target_classes=None, layer: str | None = None):
   """(heat maps [N, h, w] in [0, 1], logits [N, K]) for normalised float `images`.
 
   `target_classes` [N]: the class whose evidence is mapped; None maps the predicted class.
+  `layer`: '/'-joined path of the submodule whose output is the map A (e.g. 'stage4' of the
+  custom CNN, 'blocks_12' of an EfficientNet); None takes the map `model.features` returns.
+  A shallower layer trades class specificity for a finer map.
   """
-  features = model.apply(variables, images, train=False, method=model.features)
-
-  def logits_of(feats):
-    return model.apply(variables, feats, train=False, method=model.classify)
+  if layer is None:
+    features = model.apply(variables, images, train=False, method=model.features)
+    logits_of = lambda feats: model.apply(variables, feats, train=False, method=model.classify)
+  else:
+    features, logits_of = _split_at_layer(model, variables, images, layer)
 
   logits = logits_of(features)
   if target_classes is None:
@@ -45,17 +52,49 @@ def gradcam(model, variables, images, target_classes=None):
   return cams, logits
 
 
+def _split_at_layer(model, variables, images, layer: str):
+  """(A = output of submodule `layer`, A -> logits) for a model that only has `__call__`.
+
+  A method interceptor swaps the layer's output for a given array, so the rest of the
+  network becomes a function of A without the model exposing that split itself.
+  """
+  path = tuple(layer.split("/"))
+
+  def run(replacement):
+    seen = []
+
+    def interceptor(next_fun, args, kwargs, context):
+      out = next_fun(*args, **kwargs)
+      if context.method_name == "__call__" and tuple(context.module.path) == path:
+        seen.append(out)
+        if replacement is not None:
+          return replacement
+      return out
+
+    with nn.intercept_methods(interceptor):
+      logits = model.apply(variables, images, train=False)
+    if len(seen) != 1:
+      raise ValueError(f"Grad-CAM layer {layer!r}: the model called it {len(seen)} times "
+                       "(want exactly once); name a submodule of the model, e.g. 'stage4' "
+                       "or 'blocks_12'.")
+    return logits, seen[0]
+
+  _, features = run(None)
+  return features, lambda feats: run(feats)[0]
+
+
 def upsample(heatmap: np.ndarray, size: int) -> np.ndarray:
   """A [h, w] map bilinearly resized to [size, size] (what is overlaid on the photo)."""
   return np.asarray(jax.image.resize(jnp.asarray(heatmap, jnp.float32), (size, size),
                                      method="linear"))
 
 
-def predictor_gradcam(predictor, images_uint8: np.ndarray, target_classes=None):
+def predictor_gradcam(predictor, images_uint8: np.ndarray, target_classes=None,
+                      layer: str | None = None):
   """(heat maps upsampled to the input size [N, S, S], probabilities [N, K]) for a predictor."""
   x = augment.normalize(images_uint8, predictor.mean, predictor.std)
   targets = None if target_classes is None else jnp.asarray(target_classes, jnp.int32)
-  run = jax.jit(lambda v, x, t: gradcam(predictor.model, v, x, t))
+  run = jax.jit(lambda v, x, t: gradcam(predictor.model, v, x, t, layer))
   cams, logits = jax.device_get(run(predictor.variables, x, targets))
   size = images_uint8.shape[1]
   heatmaps = np.zeros((len(cams), size, size), np.float32)

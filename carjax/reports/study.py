@@ -513,7 +513,7 @@ class _ReportBuilder:
     if target not in ("predicted", "true"):
       raise ValueError(f"config.report.gradcam_target must be 'predicted' or 'true', "
                        f"got {target!r}")
-    columns = []
+    columns, layers = [], []
     for run in self.evaluated:
       predictor = self.predictor(run)
       images = np.stack([self.load_for(predictor, r) for r in records])
@@ -521,15 +521,18 @@ class _ReportBuilder:
       if target == "true":
         targets = [predictor.class_names.index(n) if n in predictor.class_names else 0
                    for n in true_names]
-      heatmaps, probs = gradcam.predictor_gradcam(predictor, images, targets)
+      layer = self.options.gradcam_layers.get(run.name) or None
+      layers.append(f"{run.name}: {layer or 'last feature map'}")
+      heatmaps, probs = gradcam.predictor_gradcam(predictor, images, targets, layer)
       predicted = probs.argmax(axis=1)
       columns.append({"model": run.name, "images": images, "heatmaps": heatmaps,
                       "predicted": [predictor.class_names[p] for p in predicted],
                       "confidence": probs[np.arange(len(records)), predicted]})
     self.report.paragraph(
-        "Grad-CAM weighs each channel of the last convolutional feature map by the average "
+        "Grad-CAM weighs each channel of a convolutional feature map by the average "
         f"gradient of the {target} make's score, keeps the positive evidence and overlays it "
-        "on the photo each model saw (✓ correct, ✗ wrong; the confidence in brackets).")
+        "on the photo each model saw (✓ correct, ✗ wrong; the confidence in brackets). "
+        f"Feature map used: {'; '.join(layers)}.")
     self.add_figure(gradcam.plot_gradcam_grid(true_names, columns,
                                               self.figure_path("gradcam.png"), target),
                     "Grad-CAM heat maps of held-out photos, the models side by side.")
