@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from carjax.benchmark import timing
 from carjax.models import depthwise as depthwise_lib
 from carjax.models.efficientnet import efficientnet
 
@@ -99,20 +100,18 @@ def time_variant(variant: str, *, repeats: int = 5, warmup: int = 2, **kwargs) -
     t0 = time.perf_counter()
     compiled = step.lower(state, images, labels).compile()
     compile_s = time.perf_counter() - t0
-  loss = None
-  for _ in range(warmup):
-    state, loss = compiled(state, images, labels)
-  jax.block_until_ready(state)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    state, loss = compiled(state, images, labels)
-    jax.block_until_ready(state)
-    times.append(time.perf_counter() - t0)
+  holder = {"state": state, "loss": None}
+
+  def step_once():
+    holder["state"], holder["loss"] = compiled(holder["state"], images, labels)
+    return holder["loss"]
+
+  sync = lambda loss: jax.block_until_ready((holder["state"], loss))
+  times = timing.timed_repeats(step_once, sync, warmup=warmup, repeats=repeats, steps=1)
   median = float(np.median(times))
   return {"variant": variant, "compile_s": compile_s, "step_s": times,
           "median_step_s": median, "images_per_s": images.shape[0] / median,
-          "loss": float(loss)}
+          "loss": float(holder["loss"])}
 
 
 def markdown(results: list[dict], *, title: str) -> str:
