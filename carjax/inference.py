@@ -52,7 +52,9 @@ class Predictor:
     self.image_size = self.config.data.image_size
     self.resize_mode = self.config.data.resize_mode
     self.mean, self.std = models.input_normalization(self.config.model)
-    self._logits = jax.jit(self._logits_fn)
+    self._logits = jax.jit(
+        self._logits_fn,
+        compiler_options=models.compiler_options(self.config.model, jax.default_backend()))
 
   def _logits_fn(self, variables, images_uint8):
     x = augment.normalize(images_uint8, self.mean, self.std,

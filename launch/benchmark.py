@@ -43,6 +43,13 @@ _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps after the first call.
 _THREADS = flags.DEFINE_integer("threads", len(os.sched_getaffinity(0)),
                                 "CPUs each worker is pinned to (threads of every stack).")
 _TF_INTER = flags.DEFINE_integer("tf_inter_op_threads", 1, "TensorFlow inter-op threads.")
+_ENV_VARIANTS = flags.DEFINE_list(
+    "env_variants", ["shipped"],
+    f"Process environments to measure each stack in, of {list(runner.ENV_VARIANTS)}: "
+    "'shipped' = carjax as shipped (heap settings, per-model XLA options), Keras/PyTorch as "
+    "users run them; 'heap' = Keras/PyTorch under carjax's heap settings; 'glibc' = carjax "
+    "on glibc's defaults; 'no_xla_options' = carjax without its XLA:CPU options; "
+    "'warm_cache' = carjax's first call on a filled compilation cache.")
 _XLA_FLAGS = flags.DEFINE_string("xla_flags", "",
                                  "Extra XLA flags for carjax's workers (appended to XLA_FLAGS).")
 _JAX_PLATFORMS = flags.DEFINE_string("jax_platforms", "cpu",
@@ -72,6 +79,7 @@ def main(argv):
         num_classes=_NUM_CLASSES.value, optimizer=_OPTIMIZER.value, rounds=_ROUNDS.value,
         repeats=_REPEATS.value, steps=_STEPS.value, warmup=_WARMUP.value,
         threads=_THREADS.value, tf_inter_op_threads=_TF_INTER.value,
+        env_variants=tuple(_ENV_VARIANTS.value),
         xla_flags=_XLA_FLAGS.value, jax_platforms=_JAX_PLATFORMS.value, data=_DATA.value,
         data_limit=_DATA_LIMIT.value, skip_pipeline=_SKIP_PIPELINE.value,
         profile_dir=_PROFILE_DIR.value, task_timeout=_TASK_TIMEOUT.value, command=command)

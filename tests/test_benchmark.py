@@ -12,6 +12,7 @@ import sys
 import numpy as np
 import pytest
 
+from carjax import host_runtime
 from carjax.benchmark import env, runner, stats
 from tests.conftest import REPO_ROOT, write_synthetic_folder
 
@@ -153,6 +154,31 @@ def test_run_benchmark_interleaves_and_reports_missing_stacks(monkeypatch, tmp_p
   json.dumps(report)  # Serialisable as it is.
 
 
+def test_environment_variants_set_each_workers_allocator_and_options():
+  settings = runner.Settings(models=("tiny_cnn",), stacks=("carjax", "keras", "torch"),
+                             torch_layouts=("nchw",), env_variants=runner.ENV_VARIANTS)
+  keys = {k[0]: k for k in runner.stack_keys(settings)}
+  assert sorted(keys) == sorted([
+      "carjax", "keras", "torch_nchw", "keras+heap", "torch_nchw+heap", "carjax+glibc",
+      "carjax+no_xla_options", "carjax+warm_cache"])
+  heap = host_runtime.HEAP_ENV
+  has_heap = lambda env: all(env.get(k) == v for k, v in heap.items())
+  no_heap = lambda env: not any(k in env for k in heap)
+  env_of = lambda key: runner.worker_env(settings, keys[key][1], keys[key][3])
+  assert has_heap(env_of("carjax")) and has_heap(env_of("keras+heap"))
+  assert has_heap(env_of("torch_nchw+heap")) and has_heap(env_of("carjax+warm_cache"))
+  assert no_heap(env_of("keras")) and no_heap(env_of("torch_nchw"))
+  assert no_heap(env_of("carjax+glibc"))
+  assert env_of("carjax+glibc")[host_runtime.SWITCH] == "0"
+  assert env_of("carjax+no_xla_options")["CARJAX_XLA_CPU_OPTIONS"] == "0"
+  assert "CARJAX_XLA_CPU_OPTIONS" not in env_of("carjax")
+  order = runner._warm_after_shipped(list(keys.values()))  # pylint: disable=protected-access
+  names = [k[0] for k in order]
+  assert names.index("carjax+warm_cache") == names.index("carjax") + 1
+  with pytest.raises(ValueError, match="environment variant"):
+    runner.Settings(env_variants=("tcmalloc",))
+
+
 def test_settings_validation():
   with pytest.raises(ValueError, match="unknown model"):
     runner.Settings(models=("resnet",))
@@ -177,7 +203,7 @@ def test_smoke_run_writes_report(tmp_path):
   cmd = [sys.executable, "-m", "launch.benchmark", "--models=tiny_cnn", "--stacks=carjax",
          "--image_size=32", "--train_batch=4", "--infer_batch=4", "--num_classes=3",
          "--rounds=1", "--repeats=2", "--steps=1", "--warmup=1", f"--data={folder}",
-         f"--output={output}", "--markdown"]
+         "--env_variants=shipped,glibc,warm_cache", f"--output={output}", "--markdown"]
   proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
                         env=dict(os.environ, PYTHONPATH=str(REPO_ROOT)))
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -189,8 +215,14 @@ def test_smoke_run_writes_report(tmp_path):
   assert facts["versions"]["jax"] and facts["versions"]["flax"] and facts["cpu_model"]
   assert facts["cpu_count"] >= 1 and facts["date"]
 
-  (run,) = report["runs"]
-  assert run["status"] == "ok", run
+  run, warm, glibc = sorted(report["runs"], key=lambda r: r["key"] != "carjax")
+  assert [r["key"] for r in report["runs"]] == ["carjax", "carjax+warm_cache", "carjax+glibc"]
+  assert run["status"] == warm["status"] == glibc["status"] == "ok", report["runs"]
+  assert run["heap_allocator"] is True and glibc["heap_allocator"] is False
+  assert run["train_page_faults_per_step"] >= 0
+  # The warm run loads the programs its cold ("shipped") run compiled and cached.
+  assert (warm["train_first_call"]["compile_s"] < run["train_first_call"]["compile_s"]), (
+      warm["train_first_call"], run["train_first_call"])
   for metric, batch in (("train", 4), ("infer", 4), ("e2e_train", 4)):
     assert len(run[metric]["seconds"]) == 2 and all(map(_positive, run[metric]["seconds"]))
     assert run[metric]["images_per_repeat"] == batch
@@ -211,6 +243,8 @@ def test_smoke_run_writes_report(tmp_path):
   assert _positive(vs["augment/train"]) and _positive(vs["e2e/synthetic_train"])
   markdown = (tmp_path / "out" / "bench.md").read_text()
   assert report["command"] in markdown and "| tiny_cnn | carjax" in markdown
+  assert "carjax (JAX/Flax, XLA) [warm_cache]" in markdown
+  assert "carjax/carjax+glibc" in markdown
 
 
 def test_breakdown_variants_change_only_what_they_say():

@@ -12,6 +12,7 @@ first execution; the compiled executable is then the one that is timed.
 from __future__ import annotations
 
 import os
+import resource
 import time
 
 import numpy as np
@@ -37,7 +38,14 @@ def _first_call(jitted, args):
                          "first_run_s": t4 - t3, "total_s": t4 - t0}
 
 
+def _minor_faults() -> int:
+  return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def measure(task: dict) -> dict:
+  from carjax import host_runtime  # pylint: disable=g-import-not-at-top
+  if task.get("compilation_cache"):
+    host_runtime.enable_compilation_cache(task["compilation_cache"])
   import jax  # pylint: disable=g-import-not-at-top
   from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
   from carjax import models  # pylint: disable=g-import-not-at-top
@@ -55,7 +63,10 @@ def measure(task: dict) -> dict:
   result = {"implementation": f"carjax.models ({config.model.name}"
                               + (f", {config.model.variant}" if configs.efficientnet_variant(config)
                                  else "") + ")",
-            "jax_devices": [str(d) for d in jax.devices()]}
+            "jax_devices": [str(d) for d in jax.devices()],
+            "heap_allocator": host_runtime.heap_allocator_in_effect()}
+  xla_options = models.compiler_options(config.model, jax.default_backend())
+  result["xla_compiler_options"] = xla_options or {}
 
   # The loop's mesh and shardings (one CPU device here).
   mesh = jax.make_mesh((jax.device_count(),), ("data",),
@@ -87,7 +98,8 @@ def measure(task: dict) -> dict:
   warmup, repeats, steps = task["warmup"], task["repeats"], task["steps"]
   if "train" in measured:
     train_step = jax.jit(steps_lib.make_train_step(model, config, num_classes, mean, std),
-                         donate_argnums=(0,), out_shardings=(state_sharding, replicated))
+                         donate_argnums=(0,), out_shardings=(state_sharding, replicated),
+                         compiler_options=xla_options)
     batch = host_batch(train_batch)
     compiled, (state, _), first = _first_call(train_step, (state, batch, rngs["train"]))
     result["train_first_call"] = first
@@ -98,8 +110,11 @@ def measure(task: dict) -> dict:
       return metrics
 
     sync = lambda metrics: jax.block_until_ready((holder["state"], metrics))
+    faults = _minor_faults()
     result["train"] = sample(timed_repeats(train_once, sync, warmup=warmup, repeats=repeats,
                                            steps=steps), train_batch, steps)
+    result["train_page_faults_per_step"] = (
+        (_minor_faults() - faults) / (warmup + repeats * steps))
 
     if task.get("profile_dir"):
       profile_dir = os.path.join(task["profile_dir"], task["model"])
@@ -130,7 +145,7 @@ def measure(task: dict) -> dict:
 
   if "infer" in measured:
     eval_step = jax.jit(steps_lib.make_eval_step(model, config, num_classes, mean, std),
-                        out_shardings=replicated)
+                        out_shardings=replicated, compiler_options=xla_options)
     batch = host_batch(infer_batch, with_mask=True)
     # A state whose buffers were not donated (the training one was).
     state = jax.jit(lambda r: loop.create_train_state(model, config, r, tx),

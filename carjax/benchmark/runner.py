@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 
+from carjax import host_runtime
 from carjax.benchmark import configs, env, stats
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -25,6 +26,14 @@ STACKS = ("carjax", "keras", "torch")
 STACK_LABELS = {"carjax": "carjax (JAX/Flax, XLA)", "keras": "Keras 3 / TF (oneDNN)",
                 "torch_channels_last": "PyTorch, channels-last", "torch_nchw": "PyTorch, NCHW"}
 METRICS = ("train", "infer", "e2e_train")
+# Process environments a stack can be measured in. "shipped": carjax as it ships (glibc heap
+# settings of carjax.host_runtime, per-model XLA:CPU options), Keras and PyTorch as users run
+# them (glibc's defaults); "heap": every stack under carjax's heap settings; "glibc": every
+# stack under glibc's defaults; "no_xla_options": carjax with the heap settings but XLA's
+# default CPU options; "warm_cache": carjax as shipped, started again on the compilation
+# cache its "shipped" run of the same round has just filled (the warm first call).
+ENV_VARIANTS = ("shipped", "heap", "glibc", "no_xla_options", "warm_cache")
+_CARJAX_ONLY_VARIANTS = ("no_xla_options", "warm_cache")
 
 THREAD_NOTES = (
     "Every worker is pinned to `threads` CPUs with sched_setaffinity (a no-op when that is all "
@@ -51,6 +60,7 @@ class Settings:
   warmup: int = 2
   threads: int = 2
   tf_inter_op_threads: int = 1
+  env_variants: tuple[str, ...] = ("shipped",)
   xla_flags: str = ""
   jax_platforms: str = "cpu"
   data: str = ""  # An image folder (cars20); empty: pipeline and end-to-end skipped.
@@ -74,6 +84,10 @@ class Settings:
         raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
     if self.warmup < 0:
       raise ValueError(f"--warmup must be >= 0, got {self.warmup}")
+    for variant in self.env_variants:
+      if variant not in ENV_VARIANTS:
+        raise ValueError(f"unknown environment variant {variant!r}; expected some of "
+                         f"{ENV_VARIANTS}")
     if self.optimizer not in configs.OPTIMIZERS:
       raise ValueError(f"--optimizer must be one of {configs.OPTIMIZERS}")
 
@@ -85,19 +99,37 @@ def default_data_dir() -> str:
   return os.path.join(root, "cars20")
 
 
-def stack_keys(settings: Settings) -> list[tuple[str, str, str | None]]:
-  """(key, stack, torch layout) of every measured stack variant."""
+def stack_keys(settings: Settings) -> list[tuple[str, str, str | None, str]]:
+  """(key, stack, torch layout, environment variant) of every measured stack variant.
+
+  Variants that would repeat another (carjax "heap" is carjax as shipped; Keras and PyTorch
+  "glibc" are those stacks as shipped) are left out.
+  """
   keys = []
-  for stack in settings.stacks:
-    if stack == "torch":
-      keys += [(f"torch_{layout}", "torch", layout) for layout in settings.torch_layouts]
-    else:
-      keys.append((stack, stack, None))
+  for variant in settings.env_variants:
+    for stack in settings.stacks:
+      if variant in _CARJAX_ONLY_VARIANTS and stack != "carjax":
+        continue
+      if (variant == "heap" and stack == "carjax") or (variant == "glibc" and stack != "carjax"):
+        continue
+      suffix = "" if variant == "shipped" else f"+{variant}"
+      if stack == "torch":
+        keys += [(f"torch_{layout}{suffix}", "torch", layout, variant)
+                 for layout in settings.torch_layouts]
+      else:
+        keys.append((f"{stack}{suffix}", stack, None, variant))
   return keys
 
 
-def worker_env(settings: Settings, stack: str) -> dict[str, str]:
-  environ = dict(os.environ)
+def worker_env(settings: Settings, stack: str, variant: str = "shipped") -> dict[str, str]:
+  environ = {k: v for k, v in os.environ.items() if k not in host_runtime.HEAP_ENV}
+  carjax_side = stack in ("carjax", "pipeline")
+  if variant == "heap" or (carjax_side and variant != "glibc"):
+    environ.update(host_runtime.HEAP_ENV)
+  elif carjax_side:
+    environ[host_runtime.SWITCH] = "0"
+  if variant == "no_xla_options":
+    environ["CARJAX_XLA_CPU_OPTIONS"] = "0"
   threads = str(settings.threads)
   environ.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads, KERAS_BACKEND="tensorflow",
                  TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
@@ -123,7 +155,8 @@ def run_worker(task: dict, settings: Settings, workdir: str, log=print) -> dict:
   try:
     proc = subprocess.run(
         [sys.executable, "-m", "carjax.benchmark.worker", task_path, out_path],
-        cwd=REPO_ROOT, env=worker_env(settings, task["stack"]), capture_output=True,
+        cwd=REPO_ROOT, env=worker_env(settings, task["stack"], task.get("variant", "shipped")),
+        capture_output=True,
         text=True, timeout=settings.task_timeout)
     if os.path.exists(out_path):
       with open(out_path) as f:
@@ -159,6 +192,16 @@ def _one_line(result: dict) -> str:
 def rates_of(record: dict) -> list[float]:
   """Images/s of each repeat of a raw measurement record."""
   return stats.rates(record["seconds"], record["images_per_repeat"])
+
+
+def _warm_after_shipped(order: list) -> list:
+  """The order with carjax's "warm_cache" run moved right behind carjax's "shipped" run."""
+  warm = [k for k in order if k[1] == "carjax" and k[3] == "warm_cache"]
+  rest = [k for k in order if k not in warm]
+  for i, k in enumerate(rest):
+    if k[1] == "carjax" and k[3] == "shipped":
+      return rest[:i + 1] + warm + rest[i + 1:]
+  return rest + warm
 
 
 def base_task(settings: Settings) -> dict:
@@ -202,13 +245,18 @@ def run_benchmark(settings: Settings, log=print) -> dict:
         pipeline_runs.append(run_worker(task, settings, workdir, log))
       shift = round_index % max(len(keys), 1)
       order = keys[shift:] + keys[:shift]
+      order = _warm_after_shipped(order)
       for model in settings.models:
-        for key, stack, layout in order:
+        # A fresh compilation cache per model and round: the "shipped" run fills it (cold),
+        # the "warm_cache" run, placed right after it, reads it.
+        xla_cache = os.path.join(workdir, f"xla_cache_{round_index}_{model}")
+        for key, stack, layout, variant in order:
           task = dict(base_task(settings), stack=stack, key=key, model=model,
-                      round=round_index, layout=layout)
+                      round=round_index, layout=layout, variant=variant)
           if stack == "carjax":
-            task["data"] = data_spec
-            if settings.profile_dir and round_index == 0:
+            task["data"] = data_spec if variant == "shipped" else None
+            task["compilation_cache"] = xla_cache if variant in ("shipped", "warm_cache") else ""
+            if settings.profile_dir and round_index == 0 and variant == "shipped":
               task["profile_dir"] = os.path.abspath(settings.profile_dir)
           runs.append(run_worker(task, settings, workdir, log))
   finally:
@@ -242,7 +290,7 @@ def run_benchmark(settings: Settings, log=print) -> dict:
 
 def aggregate(runs: list[dict], pipeline_runs: list[dict], settings: Settings) -> dict:
   """{'summary', 'ratios', 'pipeline'} from raw worker results (pure; unit-tested)."""
-  keys = [k for k, _, _ in stack_keys(settings)]
+  keys = [k[0] for k in stack_keys(settings)]
   summary: dict = {}
   for model in settings.models:
     summary[model] = {}
@@ -342,6 +390,12 @@ def _fmt_seconds(first: dict | None) -> str:
   return f"{total:.1f}"
 
 
+def _label(key: str) -> str:
+  base, _, variant = key.partition("+")
+  label = STACK_LABELS.get(base, base)
+  return f"{label} [{variant}]" if variant else label
+
+
 def markdown(report: dict) -> str:
   """A RESULTS.md section: the command, the settings, and tables of medians (min–max)."""
   s = report["settings"]
@@ -367,7 +421,7 @@ def markdown(report: dict) -> str:
   ]
   for model, by_key in report["summary"].items():
     for key, entry in by_key.items():
-      label = STACK_LABELS.get(key, key)
+      label = _label(key)
       if entry.get("status") != "ok":
         lines.append(f"| {model} | {label} | | {entry.get('status')}: "
                      f"{entry.get('reason') or ''} | | |")

@@ -7,6 +7,8 @@ Grad-CAM) and `classify(features, *, train)`; its classifier is a submodule name
 
 from __future__ import annotations
 
+import os
+
 import ml_collections
 import flax.linen as nn
 import jax.numpy as jnp
@@ -60,3 +62,24 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn
 def input_normalization(model_config: ml_collections.ConfigDict):
   """(mean, std) per RGB channel on the 0..255 scale that the model expects."""
   return tuple(model_config.input_mean), tuple(model_config.input_std)
+
+
+# XLA:CPU options per architecture, measured model by model (RESULTS.md "Speed"). YNNPACK's
+# convolution is a stencil copy plus a dot: for EfficientNet's 1×1 convolutions the copy costs
+# more than the product, so its convolutions go to Eigen or become plain dots. The plain 3×3
+# convolutions of the custom CNN are as fast in YNNPACK as in Eigen, so it keeps the default.
+_CPU_COMPILER_OPTIONS = {
+    "efficientnet": {"xla_cpu_experimental_ynn_fusion_type":
+                     "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"},
+    "custom_cnn": {},
+}
+
+
+def compiler_options(model_config: ml_collections.ConfigDict, backend: str) -> dict | None:
+  """The `jax.jit(..., compiler_options=...)` for this model's steps on `backend` (or None).
+
+  Only the CPU has per-model options; `CARJAX_XLA_CPU_OPTIONS=0` drops them (to measure).
+  """
+  if backend != "cpu" or os.environ.get("CARJAX_XLA_CPU_OPTIONS", "1") == "0":
+    return None
+  return dict(_CPU_COMPILER_OPTIONS.get(model_config.name, {})) or None

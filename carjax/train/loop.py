@@ -21,6 +21,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from carjax import host_runtime
 from carjax import models
 from carjax.data import pipeline
 from carjax.evaluation import metrics as metrics_lib
@@ -157,6 +158,7 @@ def evaluate_state(eval_step, state, images, labels, batch_size, data_sharding):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains `config` in `workdir`, evaluating each epoch; returns the final eval metrics."""
   os.makedirs(workdir, exist_ok=True)
+  host_runtime.set_heap_allocator_in_process()
   rngs = rngs_from_seed(config.seed)
   data = load_data(config)
   class_names = data.class_names
@@ -191,11 +193,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   weights = (class_weights_for(data.train.labels, num_classes)
              if config.train.class_weights else None)
+  xla_options = models.compiler_options(config.model, jax.default_backend())
   train_step = jax.jit(
       steps_lib.make_train_step(model, config, num_classes, mean, std, weights),
-      donate_argnums=(0,), out_shardings=(state_sharding, replicated))
+      donate_argnums=(0,), out_shardings=(state_sharding, replicated),
+      compiler_options=xla_options)
   eval_step = jax.jit(steps_lib.make_eval_step(model, config, num_classes, mean, std),
-                      out_shardings=replicated)
+                      out_shardings=replicated, compiler_options=xla_options)
 
   last_mngr = ckpt.manager(workdir, ckpt.LAST)
   best_mngr = ckpt.manager(workdir, ckpt.BEST)
