@@ -266,3 +266,16 @@ def test_breakdown_variants_change_only_what_they_say():
   assert "| no_depthwise |" in table and "1.00×" in table
   with pytest.raises(ValueError, match="variant"):
     breakdown.build_step("bogus")
+
+
+def test_breakdown_cnn_variants_compute_the_same_step_but_the_pooling_stand_in():
+  from carjax.benchmark import breakdown
+  from carjax.models import cnn
+  small = dict(num_classes=3, image_size=64, batch_size=4)
+  results = {v: breakdown.time_variant(v, repeats=1, warmup=0, **small)
+             for v in ("cnn", "cnn_flax_max_pool", "cnn_no_pool_cost")}
+  # Both max poolings train the same step; the strided slice does not pool at all.
+  assert results["cnn"]["loss"] == pytest.approx(results["cnn_flax_max_pool"]["loss"], rel=1e-5)
+  assert abs(results["cnn"]["loss"] - results["cnn_no_pool_cost"]["loss"]) > 1e-3
+  assert cnn.max_pool_2x2.__name__ == "max_pool_2x2"  # restored after each variant
+  assert "| cnn_flax_max_pool |" in breakdown.markdown(list(results.values()), title="t")

@@ -1,4 +1,4 @@
-"""Where an EfficientNet training step spends its time: an ablation profile.
+"""Where a training step spends its time: an ablation profile (EfficientNet and the custom CNN).
 
 The train step of a network is timed several times, each time with one kind of layer
 implemented differently or replaced by a stand-in of the same shapes that costs almost
@@ -14,6 +14,19 @@ not). Variants:
 
 What remains in the last variant is the 1×1 convolutions (matrix products), the stem and
 head convolutions, BatchNorm, activations and the optimizer update.
+
+* ``ynn_convolutions``: the project's model compiled with XLA's default CPU options
+  (convolutions in YNNPACK) instead of carjax's per-model options.
+
+The custom CNN (``configs/custom_cnn.py``'s architecture) has its own variants:
+
+* ``cnn``: as the project trains it (2×2 max pooling as a reshape and a max).
+* ``cnn_flax_max_pool``: pooling through ``nn.max_pool`` (XLA's reduce-window, whose
+  backward is a select-and-scatter).
+* ``cnn_no_batchnorm``: no BatchNorm layers.
+* ``cnn_no_pool_cost``: pooling replaced by a strided slice (same shapes, no reduction).
+
+Every step is compiled with `carjax.models.compiler_options` on this backend, as training is.
 """
 
 from __future__ import annotations
@@ -28,11 +41,23 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+import flax.linen as nn
+import ml_collections
+
+from carjax import models
 from carjax.benchmark import timing
+from carjax.models import cnn as cnn_lib
 from carjax.models import depthwise as depthwise_lib
 from carjax.models.efficientnet import efficientnet
 
-VARIANTS = ("shifted", "grouped", "no_depthwise", "no_depthwise_no_se")
+EFFICIENTNET_VARIANTS = ("shifted", "grouped", "no_depthwise", "no_depthwise_no_se",
+                         "ynn_convolutions")
+CNN_VARIANTS = ("cnn", "cnn_flax_max_pool", "cnn_no_batchnorm", "cnn_no_pool_cost")
+VARIANTS = EFFICIENTNET_VARIANTS + CNN_VARIANTS
+# The architecture of configs/custom_cnn.py (the benchmark package cannot import configs/).
+_CNN = dict(stage_widths=(32, 64, 128, 256, 384), convs_per_stage=2, kernel_size=3,
+            stem_stride=2, pooling="max", use_batchnorm=True, global_pool="avg",
+            dense_widths=(256,), dropout_rate=0.0)
 
 
 @contextlib.contextmanager
@@ -54,17 +79,52 @@ def depthwise_replaced_by_scale() -> Iterator[None]:
     depthwise_lib.depthwise_conv2d = original
 
 
-def build_step(variant: str, *, model_variant: str = "b0", num_classes: int = 20,
-               image_size: int = 224, batch_size: int = 32, seed: int = 0):
-  """(jitted step, state, batch) of a plain SGD training step of `model_variant`."""
-  if variant not in VARIANTS:
-    raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+@contextlib.contextmanager
+def cnn_pooling_replaced(kind: str) -> Iterator[None]:
+  """Within the block, the CNN pools with `nn.max_pool` ('flax') or a strided slice ('slice')."""
+  original = cnn_lib.max_pool_2x2
+  cnn_lib.max_pool_2x2 = ((lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))) if kind == "flax"
+                          else (lambda x: x[:, ::2, ::2, :]))
+  try:
+    yield
+  finally:
+    cnn_lib.max_pool_2x2 = original
+
+
+def _variant_context(variant: str):
+  if variant.startswith("no_depthwise"):
+    return depthwise_replaced_by_scale()
+  if variant == "cnn_flax_max_pool":
+    return cnn_pooling_replaced("flax")
+  if variant == "cnn_no_pool_cost":
+    return cnn_pooling_replaced("slice")
+  return contextlib.nullcontext()
+
+
+def _model_of(variant: str, model_variant: str, num_classes: int):
+  """(module, its config's `model` section) for a variant."""
+  if variant in CNN_VARIANTS:
+    config = ml_collections.ConfigDict(dict(_CNN, name="custom_cnn"))
+    config.use_batchnorm = variant != "cnn_no_batchnorm"
+    return models.build_model(config, num_classes), config
   overrides: dict[str, Any] = {}
   if variant == "grouped":
     overrides["depthwise_implementation"] = "grouped"
   if variant == "no_depthwise_no_se":
     overrides["se"] = False
-  model = efficientnet(model_variant, num_classes, **overrides)
+  config = ml_collections.ConfigDict({"name": "efficientnet"})
+  return efficientnet(model_variant, num_classes, **overrides), config
+
+
+def build_step(variant: str, *, model_variant: str = "b0", num_classes: int = 20,
+               image_size: int = 224, batch_size: int = 32, seed: int = 0):
+  """(jitted step, state, batch) of a plain SGD training step of `model_variant` (EfficientNet
+  variants) or of the custom CNN (`cnn*` variants)."""
+  if variant not in VARIANTS:
+    raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+  model, model_config = _model_of(variant, model_variant, num_classes)
+  options = (None if variant == "ynn_convolutions"
+             else models.compiler_options(model_config, jax.default_backend()))
   rng = np.random.default_rng(seed)
   images = jnp.asarray(rng.normal(size=(batch_size, image_size, image_size, 3)), jnp.float32)
   labels = jnp.asarray(rng.integers(0, num_classes, batch_size))
@@ -87,15 +147,13 @@ def build_step(variant: str, *, model_variant: str = "b0", num_classes: int = 20
     updates, opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
 
-  return jax.jit(step, donate_argnums=(0,)), state, (images, labels)
+  return jax.jit(step, donate_argnums=(0,), compiler_options=options), state, (images, labels)
 
 
 def time_variant(variant: str, *, repeats: int = 5, warmup: int = 2, **kwargs) -> dict:
   """Compile and time one variant: {'variant', 'compile_s', 'step_s' (all repeats),
   'median_step_s', 'images_per_s', 'loss'}."""
-  context = (depthwise_replaced_by_scale() if variant.startswith("no_depthwise")
-             else contextlib.nullcontext())
-  with context:
+  with _variant_context(variant):
     step, state, (images, labels) = build_step(variant, **kwargs)
     t0 = time.perf_counter()
     compiled = step.lower(state, images, labels).compile()
@@ -116,7 +174,7 @@ def time_variant(variant: str, *, repeats: int = 5, warmup: int = 2, **kwargs) -
 
 def markdown(results: list[dict], *, title: str) -> str:
   """A table of the variants, with each one's share of the full model's step time."""
-  base = next((r for r in results if r["variant"] == "shifted"), results[0])
+  base = next((r for r in results if r["variant"] in ("shifted", "cnn")), results[0])
   lines = [f"#### {title}", "",
            "| variant | step, ms (median) | images/s | vs the project's model | compile, s |",
            "|---|---:|---:|---:|---:|"]
