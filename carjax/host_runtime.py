@@ -1,42 +1,36 @@
-"""Process-level settings that make XLA:CPU fast: the glibc heap and the compilation cache.
+"""Process-level settings that make XLA:CPU fast: glibc's malloc and the compilation cache.
 
-Why the heap matters: XLA:CPU allocates each execution's temporary buffer afresh (3.6 GB for
+Why malloc matters: XLA:CPU allocates each execution's temporary buffer afresh (3.6 GB for
 the EfficientNet-B0 train step at 224 px / batch 32). glibc serves blocks above its mmap
-threshold with `mmap` and returns them to the kernel on `free`, so every step touches its
-whole temp buffer for the first time again: about a million page faults per step. Keeping the
-blocks in the heap (no mmap, no trimming, one arena) removes them and changes no number
-(`../shared/notes/cpu-speed-levers.md`; RESULTS.md "Speed").
+threshold with `mmap` and unmaps them on `free`, so every step first-touches its whole temp
+buffer again, 4 KiB page by page: about a million page faults per step. With glibc's
+`glibc.malloc.hugetlb=1` tunable those blocks are backed by 2 MiB transparent huge pages (the
+kernel's THP mode `madvise` suffices): ~500× fewer faults, and still returned to the kernel
+on `free`, so memory stays bounded. (Keeping the blocks in the heap instead — no mmap, no
+trimming — removes every fault but fragments the heap: the B0 train step grew to 20 GB
+resident in nine steps, RESULTS.md "Speed".) It changes no number.
 
-glibc reads these settings when the process starts, so the launchers re-execute themselves
-once with them in the environment (`ensure_heap_allocator`, called from `launch/__init__.py`
-before anything imports jax). Code that imports carjax as a library gets the part that can be
-set in a running process (`mallopt`: no mmap, one arena, a 2 GiB trim threshold).
+glibc reads tunables when the process starts, so the launchers re-execute themselves once
+with the tunable in the environment (`ensure_malloc_tuning`, called from
+`launch/__init__.py` before anything imports jax). Code that imports carjax as a library can
+start Python with `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` itself.
 
-Switch it off with `CARJAX_HEAP_ALLOCATOR=0` (e.g. to measure the difference, or where the
-process must not keep its peak heap resident).
+Switch it off with `CARJAX_MALLOC_TUNING=0` (e.g. to measure the difference).
 """
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import os
 import sys
 
-# glibc's malloc tunables. 1 TiB: larger than any temp buffer, so the heap is never trimmed.
-HEAP_ENV = {
-    "MALLOC_MMAP_MAX_": "0",
-    "MALLOC_TRIM_THRESHOLD_": str(1 << 40),
-    "MALLOC_ARENA_MAX": "1",
-}
-SWITCH = "CARJAX_HEAP_ALLOCATOR"
+TUNABLE = "glibc.malloc.hugetlb=1"
+SWITCH = "CARJAX_MALLOC_TUNING"
 # Set in the re-executed process so that a failed re-exec can never loop.
-_REEXEC_MARK = "CARJAX_HEAP_ALLOCATOR_APPLIED"
+_REEXEC_MARK = "CARJAX_MALLOC_TUNING_APPLIED"
 # Packages whose presence means JAX will run on an accelerator, not on the CPU.
 _ACCELERATOR_PLUGINS = ("jax_cuda12_plugin", "jax_cuda13_plugin", "jax_rocm60_plugin",
                         "jax_rocm7_plugin", "libtpu")
-
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
 
 def _is_glibc_linux() -> bool:
@@ -51,46 +45,51 @@ def _runs_on_cpu() -> bool:
   return not any(importlib.util.find_spec(name) for name in _ACCELERATOR_PLUGINS)
 
 
-def heap_allocator_wanted() -> bool:
-  """True on a glibc Linux CPU run unless `CARJAX_HEAP_ALLOCATOR=0`."""
+def malloc_tuning_wanted() -> bool:
+  """True on a glibc Linux CPU run unless `CARJAX_MALLOC_TUNING=0`."""
   if os.environ.get(SWITCH, "1").strip().lower() in ("0", "false", "no", "off"):
     return False
   return _is_glibc_linux() and _runs_on_cpu()
 
 
-def heap_allocator_in_effect() -> bool:
-  """True when this process was started with every setting of `HEAP_ENV`."""
-  return all(os.environ.get(k) == v for k, v in HEAP_ENV.items())
+def malloc_tuning_in_effect(environ=None) -> bool:
+  """True when this process (or `environ`) has `TUNABLE` in its GLIBC_TUNABLES."""
+  environ = os.environ if environ is None else environ
+  return TUNABLE in environ.get("GLIBC_TUNABLES", "").split(":")
 
 
-def ensure_heap_allocator() -> None:
-  """Re-executes this process once with `HEAP_ENV` set, when wanted and not yet in effect.
+def with_malloc_tuning(environ: dict[str, str]) -> dict[str, str]:
+  """A copy of `environ` whose GLIBC_TUNABLES also holds `TUNABLE`."""
+  if malloc_tuning_in_effect(environ):
+    return dict(environ)
+  current = environ.get("GLIBC_TUNABLES", "")
+  return dict(environ, GLIBC_TUNABLES=f"{current}:{TUNABLE}" if current else TUNABLE)
+
+
+def without_malloc_tuning(environ: dict[str, str]) -> dict[str, str]:
+  """A copy of `environ` without `TUNABLE` and with the switch off."""
+  kept = [t for t in environ.get("GLIBC_TUNABLES", "").split(":") if t and t != TUNABLE]
+  environ = {k: v for k, v in environ.items() if k != "GLIBC_TUNABLES"}
+  if kept:
+    environ["GLIBC_TUNABLES"] = ":".join(kept)
+  environ[SWITCH] = "0"
+  return environ
+
+
+def ensure_malloc_tuning() -> None:
+  """Re-executes this process once with `TUNABLE` set, when wanted and not yet in effect.
 
   Call it before jax is imported (a launcher's package `__init__`); it returns normally when
   nothing needs doing, and never returns when it re-executes.
   """
-  if not heap_allocator_wanted() or heap_allocator_in_effect():
+  if not malloc_tuning_wanted() or malloc_tuning_in_effect():
     return
-  if os.environ.get(_REEXEC_MARK) or "jax" in sys.modules or not getattr(sys, "orig_argv", None):
-    set_heap_allocator_in_process()
+  if os.environ.get(_REEXEC_MARK) or not getattr(sys, "orig_argv", None):
     return
-  env = dict(os.environ, **HEAP_ENV, **{_REEXEC_MARK: "1"})
+  env = with_malloc_tuning(dict(os.environ, **{_REEXEC_MARK: "1"}))
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
-
-
-def set_heap_allocator_in_process() -> bool:
-  """The part of the setting a running process can still make; True when glibc accepted it.
-
-  `mallopt` takes an `int`, so the trim threshold stops at 2 GiB: enough for the custom CNN
-  and for inference, not for the largest train steps, which is why launchers re-execute.
-  """
-  if not heap_allocator_wanted() or heap_allocator_in_effect():
-    return False
-  libc = ctypes.CDLL(None)
-  return all(libc.mallopt(param, value) == 1 for param, value in (
-      (_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1)))
 
 
 def default_compilation_cache_dir() -> str:

@@ -1,7 +1,7 @@
 """Thin absl entry points: flags, then one library call. Run as `python -m launch.NAME`.
 
 Importing this package from a launcher (`python -m launch.NAME`) first puts the process on
-carjax's CPU heap settings (it re-executes itself once with them; `CARJAX_HEAP_ALLOCATOR=0`
+glibc's huge-page malloc tuning (it re-executes itself once with it; `CARJAX_MALLOC_TUNING=0`
 switches that off) and turns on JAX's persistent compilation cache, so a repeated or
 resumed run loads its compiled steps (`CARJAX_COMPILATION_CACHE=0` switches it off,
 `CARJAX_COMPILATION_CACHE=DIR` moves it from ~/.cache/carjax/xla). See carjax/host_runtime.py.
@@ -18,5 +18,5 @@ def _started_as_launcher() -> bool:
 
 
 if _started_as_launcher():
-  host_runtime.ensure_heap_allocator()
+  host_runtime.ensure_malloc_tuning()
   host_runtime.enable_compilation_cache()

@@ -46,8 +46,8 @@ _TF_INTER = flags.DEFINE_integer("tf_inter_op_threads", 1, "TensorFlow inter-op 
 _ENV_VARIANTS = flags.DEFINE_list(
     "env_variants", ["shipped"],
     f"Process environments to measure each stack in, of {list(runner.ENV_VARIANTS)}: "
-    "'shipped' = carjax as shipped (heap settings, per-model XLA options), Keras/PyTorch as "
-    "users run them; 'heap' = Keras/PyTorch under carjax's heap settings; 'glibc' = carjax "
+    "'shipped' = carjax as shipped (malloc tuning, per-model XLA options), Keras/PyTorch as "
+    "users run them; 'hugepages' = Keras/PyTorch under carjax's malloc tuning; 'glibc' = carjax "
     "on glibc's defaults; 'no_xla_options' = carjax without its XLA:CPU options; "
     "'warm_cache' = carjax's first call on a filled compilation cache.")
 _XLA_FLAGS = flags.DEFINE_string("xla_flags", "",

@@ -1,8 +1,8 @@
-r"""Prints what carjax runs on: JAX's backend and devices, the heap and compile-cache settings.
+r"""Prints what carjax runs on: JAX's backend and devices, the malloc and compile-cache settings.
 
   python -m launch.runtime_info
 
-One JSON object on stdout: versions, backend, devices, whether the CPU heap settings are in
+One JSON object on stdout: versions, backend, devices, whether the CPU malloc tuning is in
 effect, the compilation cache folder, and the XLA compiler options each model family's
 steps are compiled with on this backend.
 """
@@ -28,8 +28,8 @@ def main(argv):
       "jax": jax.__version__,
       "backend": backend,
       "devices": [str(d) for d in jax.devices()],
-      "heap_allocator_in_effect": host_runtime.heap_allocator_in_effect(),
-      "heap_environment": {k: os.environ.get(k) for k in host_runtime.HEAP_ENV},
+      "malloc_tuning_in_effect": host_runtime.malloc_tuning_in_effect(),
+      "glibc_tunables": os.environ.get("GLIBC_TUNABLES"),
       "compilation_cache_dir": jax.config.jax_compilation_cache_dir,
       "xla_compiler_options": options,
   }, indent=1))

@@ -159,14 +159,13 @@ def test_environment_variants_set_each_workers_allocator_and_options():
                              torch_layouts=("nchw",), env_variants=runner.ENV_VARIANTS)
   keys = {k[0]: k for k in runner.stack_keys(settings)}
   assert sorted(keys) == sorted([
-      "carjax", "keras", "torch_nchw", "keras+heap", "torch_nchw+heap", "carjax+glibc",
+      "carjax", "keras", "torch_nchw", "keras+hugepages", "torch_nchw+hugepages", "carjax+glibc",
       "carjax+no_xla_options", "carjax+warm_cache"])
-  heap = host_runtime.HEAP_ENV
-  has_heap = lambda env: all(env.get(k) == v for k, v in heap.items())
-  no_heap = lambda env: not any(k in env for k in heap)
+  has_heap = host_runtime.malloc_tuning_in_effect
+  no_heap = lambda env: not host_runtime.malloc_tuning_in_effect(env)
   env_of = lambda key: runner.worker_env(settings, keys[key][1], keys[key][3])
-  assert has_heap(env_of("carjax")) and has_heap(env_of("keras+heap"))
-  assert has_heap(env_of("torch_nchw+heap")) and has_heap(env_of("carjax+warm_cache"))
+  assert has_heap(env_of("carjax")) and has_heap(env_of("keras+hugepages"))
+  assert has_heap(env_of("torch_nchw+hugepages")) and has_heap(env_of("carjax+warm_cache"))
   assert no_heap(env_of("keras")) and no_heap(env_of("torch_nchw"))
   assert no_heap(env_of("carjax+glibc"))
   assert env_of("carjax+glibc")[host_runtime.SWITCH] == "0"
@@ -218,7 +217,7 @@ def test_smoke_run_writes_report(tmp_path):
   run, warm, glibc = sorted(report["runs"], key=lambda r: r["key"] != "carjax")
   assert [r["key"] for r in report["runs"]] == ["carjax", "carjax+warm_cache", "carjax+glibc"]
   assert run["status"] == warm["status"] == glibc["status"] == "ok", report["runs"]
-  assert run["heap_allocator"] is True and glibc["heap_allocator"] is False
+  assert run["malloc_tuning"] is True and glibc["malloc_tuning"] is False
   assert run["train_page_faults_per_step"] >= 0
   # The warm run loads the programs its cold ("shipped") run compiled and cached.
   assert (warm["train_first_call"]["compile_s"] < run["train_first_call"]["compile_s"]), (

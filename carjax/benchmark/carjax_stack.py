@@ -64,7 +64,7 @@ def measure(task: dict) -> dict:
                               + (f", {config.model.variant}" if configs.efficientnet_variant(config)
                                  else "") + ")",
             "jax_devices": [str(d) for d in jax.devices()],
-            "heap_allocator": host_runtime.heap_allocator_in_effect()}
+            "malloc_tuning": host_runtime.malloc_tuning_in_effect()}
   xla_options = models.compiler_options(config.model, jax.default_backend())
   result["xla_compiler_options"] = xla_options or {}
 

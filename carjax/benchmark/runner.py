@@ -26,13 +26,13 @@ STACKS = ("carjax", "keras", "torch")
 STACK_LABELS = {"carjax": "carjax (JAX/Flax, XLA)", "keras": "Keras 3 / TF (oneDNN)",
                 "torch_channels_last": "PyTorch, channels-last", "torch_nchw": "PyTorch, NCHW"}
 METRICS = ("train", "infer", "e2e_train")
-# Process environments a stack can be measured in. "shipped": carjax as it ships (glibc heap
-# settings of carjax.host_runtime, per-model XLA:CPU options), Keras and PyTorch as users run
-# them (glibc's defaults); "heap": every stack under carjax's heap settings; "glibc": every
-# stack under glibc's defaults; "no_xla_options": carjax with the heap settings but XLA's
+# Process environments a stack can be measured in. "shipped": carjax as it ships (glibc malloc
+# tuning of carjax.host_runtime, per-model XLA:CPU options), Keras and PyTorch as users run
+# them (glibc's defaults); "hugepages": every stack under carjax's malloc tuning; "glibc": every
+# stack under glibc's defaults; "no_xla_options": carjax with the malloc tuning but XLA's
 # default CPU options; "warm_cache": carjax as shipped, started again on the compilation
 # cache its "shipped" run of the same round has just filled (the warm first call).
-ENV_VARIANTS = ("shipped", "heap", "glibc", "no_xla_options", "warm_cache")
+ENV_VARIANTS = ("shipped", "hugepages", "glibc", "no_xla_options", "warm_cache")
 _CARJAX_ONLY_VARIANTS = ("no_xla_options", "warm_cache")
 
 THREAD_NOTES = (
@@ -102,7 +102,7 @@ def default_data_dir() -> str:
 def stack_keys(settings: Settings) -> list[tuple[str, str, str | None, str]]:
   """(key, stack, torch layout, environment variant) of every measured stack variant.
 
-  Variants that would repeat another (carjax "heap" is carjax as shipped; Keras and PyTorch
+  Variants that would repeat another (carjax "hugepages" is carjax as shipped; Keras and PyTorch
   "glibc" are those stacks as shipped) are left out.
   """
   keys = []
@@ -110,7 +110,7 @@ def stack_keys(settings: Settings) -> list[tuple[str, str, str | None, str]]:
     for stack in settings.stacks:
       if variant in _CARJAX_ONLY_VARIANTS and stack != "carjax":
         continue
-      if (variant == "heap" and stack == "carjax") or (variant == "glibc" and stack != "carjax"):
+      if (variant == "hugepages" and stack == "carjax") or (variant == "glibc" and stack != "carjax"):
         continue
       suffix = "" if variant == "shipped" else f"+{variant}"
       if stack == "torch":
@@ -122,12 +122,11 @@ def stack_keys(settings: Settings) -> list[tuple[str, str, str | None, str]]:
 
 
 def worker_env(settings: Settings, stack: str, variant: str = "shipped") -> dict[str, str]:
-  environ = {k: v for k, v in os.environ.items() if k not in host_runtime.HEAP_ENV}
+  environ = host_runtime.without_malloc_tuning(dict(os.environ))
   carjax_side = stack in ("carjax", "pipeline")
-  if variant == "heap" or (carjax_side and variant != "glibc"):
-    environ.update(host_runtime.HEAP_ENV)
-  elif carjax_side:
-    environ[host_runtime.SWITCH] = "0"
+  if variant == "hugepages" or (carjax_side and variant != "glibc"):
+    environ = host_runtime.with_malloc_tuning(environ)
+    environ.pop(host_runtime.SWITCH)
   if variant == "no_xla_options":
     environ["CARJAX_XLA_CPU_OPTIONS"] = "0"
   threads = str(settings.threads)

@@ -21,7 +21,6 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from carjax import host_runtime
 from carjax import models
 from carjax.data import pipeline
 from carjax.evaluation import metrics as metrics_lib
@@ -158,7 +157,6 @@ def evaluate_state(eval_step, state, images, labels, batch_size, data_sharding):
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains `config` in `workdir`, evaluating each epoch; returns the final eval metrics."""
   os.makedirs(workdir, exist_ok=True)
-  host_runtime.set_heap_allocator_in_process()
   rngs = rngs_from_seed(config.seed)
   data = load_data(config)
   class_names = data.class_names
