@@ -15,7 +15,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from carjax import export
+from carjax import extras
 from carjax import logging_setup
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
@@ -32,6 +32,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging_setup.setup()
+  from carjax import export  # pylint: disable=g-import-not-at-top  # Needs the export extra.
   result = export.export_model(_WORKDIR.value, _OUTPUT.value, _CHECKPOINT.value,
                                tflite=_TFLITE.value, platforms=tuple(_PLATFORMS.value),
                                overwrite=_OVERWRITE.value)
@@ -46,4 +47,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(extras.exit_on_missing_extra(main))

@@ -7,6 +7,7 @@ r"""Top-k makes for images: a file, a folder (recursive) or a glob.
 from absl import app
 from absl import flags
 
+from carjax import extras
 from carjax import inference
 from carjax.reports import prediction_output
 
@@ -33,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(extras.exit_on_missing_extra(main))

@@ -54,6 +54,7 @@ import numpy as np
 from PIL import Image
 import tqdm
 
+from carjax import extras
 from carjax.data import decode
 from carjax.data.sources import (TEST, TRAIN, VAL, seeded_rng,
                                  stratified_split)
@@ -310,12 +311,9 @@ def _mat_string(value) -> str:
 
 
 def _load_mat(path: str) -> dict:
-  try:
-    import scipy.io  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError("Reading the Stanford devkit's .mat files needs scipy: "
-                      "pip install scipy") from e
-  return scipy.io.loadmat(path, squeeze_me=True, struct_as_record=True)
+  scipy_io = extras.import_optional("scipy.io", "prepare",
+                                    "Reading the Stanford devkit's .mat files")
+  return scipy_io.loadmat(path, squeeze_me=True, struct_as_record=True)
 
 
 def _mat_records(mat: dict) -> np.ndarray:
@@ -415,10 +413,7 @@ def _class_names_from_info(info: dict, label_column: str) -> list[str] | None:
 def _class_names_from_card(readme_path: str, label_column: str
                            ) -> list[str] | None:
   """Class names from a dataset card's YAML dataset_info (needs PyYAML)."""
-  try:
-    import yaml  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return None
+  yaml = extras.import_optional("yaml", "prepare", "Reading a Hugging Face dataset card")
   with open(readme_path, encoding="utf-8") as f:
     text = f.read()
   match = re.match(r"^---\s*\n(.*?)\n---", text, re.S)
@@ -442,7 +437,8 @@ def read_huggingface(input_dir: str, halves: Sequence[str], *,
                      image_column: str = "image", label_column: str = "label"
                      ) -> tuple[list[SourceImage], int]:
   """Reads parquet files of a Hugging Face mirror (memory-mapped, lazily)."""
-  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  pq = extras.import_optional("pyarrow.parquet", "prepare",
+                              "Reading a Hugging Face parquet mirror")
   parquet_files = [os.path.join(d, f) for d, _, files in
                    _walk_limited(input_dir) for f in files
                    if f.endswith(".parquet")]
