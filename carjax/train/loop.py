@@ -9,6 +9,7 @@ resumed run reproduces an uninterrupted one.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import time
@@ -117,6 +118,18 @@ def state_from_pretrained(state: TrainState, model, config: ml_collections.Confi
   return state
 
 
+def with_pretrained_resolved(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `config` whose `model.pretrained` is the absolute directory of the weights,
+  converting known ImageNet weights into the cache on first use (see
+  `carjax.convert.weights_cache`); the config itself is left alone."""
+  if not config.model.get("pretrained"):
+    return config
+  from carjax.convert import weights_cache  # pylint: disable=g-import-not-at-top
+  resolved = copy.deepcopy(config)
+  resolved.model.pretrained = weights_cache.resolve(config.model.pretrained)
+  return resolved
+
+
 def _check_conventions(conventions: dict, model_config, model) -> None:
   """Fails when converted weights were made for another architecture or normalisation."""
   problems = []
@@ -156,6 +169,7 @@ def evaluate_state(eval_step, state, images, labels, batch_size, data_sharding):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains `config` in `workdir`, evaluating each epoch; returns the final eval metrics."""
+  config = with_pretrained_resolved(config)  # Before touching the workdir or the data.
   os.makedirs(workdir, exist_ok=True)
   rngs = rngs_from_seed(config.seed)
   data = load_data(config)
