@@ -166,6 +166,7 @@ def _cards(driver):
 
 
 def test_demo_page_in_a_real_browser(tiny_run, tmp_path):
+  pytest.importorskip("flask", reason='the demo needs the demo extra: pip install -e ".[demo]"')
   workdir, photos = tiny_run
   chosen = [photos[0], photos[-1]]
   broken = tmp_path / "broken.jpg"
