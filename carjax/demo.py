@@ -111,7 +111,7 @@ PAGE = """<!doctype html>
  body { font: 15px/1.4 system-ui, sans-serif; margin: 0 auto; max-width: 980px; padding: 16px;
         color: #222; }
  h1 { font-size: 22px; margin: 4px 0; } .model { color: #666; margin-bottom: 12px; }
- #drop { border: 2px dashed #888; border-radius: 10px; padding: 28px; text-align: center;
+ #drop { display: block; border: 2px dashed #888; border-radius: 10px; padding: 28px; text-align: center;
          background: #fafafa; cursor: pointer; }
  #drop.over { background: #e8f0ff; border-color: #3366cc; }
  #status { margin: 10px 0; color: #555; min-height: 1.4em; }
