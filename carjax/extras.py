@@ -30,10 +30,6 @@ class MissingExtraError(ImportError):
                      "repository root).")
 
 
-def install_hint(extra: str) -> str:
-  return f'pip install -e ".[{extra}]"'
-
-
 def import_optional(module: str, extra: str, purpose: str) -> ModuleType:
   """`importlib.import_module(module)`, or `MissingExtraError` naming `extra`.
 

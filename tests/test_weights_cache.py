@@ -29,6 +29,11 @@ def test_known_weights_are_converted_once_into_the_cache(tmp_path, monkeypatch):
   assert os.path.getmtime(os.path.join(directory, store.CONVENTIONS_FILE)) == written
   # Nothing but the converted folder is left in the cache (staging removed).
   assert os.listdir(tmp_path / "cache") == ["lite0_imagenet"]
+  # A run's config keeps the name (its config.json is the same on every machine); the loop
+  # finds the directory through it.
+  config = efficientnet_lite0_finetune.get_config()
+  assert loop.pretrained_weights_dir(config) == directory
+  assert config.model.pretrained == "lite0_imagenet"
 
 
 def test_the_finetune_config_names_cached_weights():
