@@ -12,7 +12,7 @@ def test_non_terminal_progress_line_has_images_per_second_and_eta(monkeypatch, c
   monkeypatch.setattr(run_io.time, "perf_counter", lambda: next(clock))
   monkeypatch.setattr(run_io.sys, "stderr", open("/dev/null", "w"))  # Not a terminal.
   bar = run_io.ProgressBar(epoch=2, num_epochs=3, start=10, total=50)
-  with caplog.at_level(logging.INFO):
+  with caplog.at_level(logging.INFO, logger="absl"):  # Whatever verbosity earlier tests left.
     bar.update(20, loss=1.5, accuracy=0.25, images_per_s=12.5)
     bar.update(30, loss=1.25, accuracy=0.5, images_per_s=12.0)
   bar.close()
