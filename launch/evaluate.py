@@ -11,6 +11,7 @@ import json
 from absl import app
 from absl import flags
 from absl import logging  # pylint: disable=unused-import
+from carjax import extras
 from carjax import logging_setup
 
 from carjax.evaluation import evaluate
@@ -35,4 +36,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(extras.exit_on_missing_extra(main))

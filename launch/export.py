@@ -10,12 +10,13 @@ with --tflite, model.tflite. See carjax/export.py.
 """
 
 import json
+import os
 
 from absl import app
 from absl import flags
 from absl import logging
 
-from carjax import export
+from carjax import extras
 from carjax import logging_setup
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
@@ -32,6 +33,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging_setup.setup()
+  # TensorFlow's C++ start-up chatter (CPU features, oneDNN) is not for the user; its warnings are.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  from carjax import export  # pylint: disable=g-import-not-at-top  # Needs the export extra.
   result = export.export_model(_WORKDIR.value, _OUTPUT.value, _CHECKPOINT.value,
                                tflite=_TFLITE.value, platforms=tuple(_PLATFORMS.value),
                                overwrite=_OVERWRITE.value)
@@ -46,4 +50,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(extras.exit_on_missing_extra(main))

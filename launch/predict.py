@@ -2,12 +2,21 @@ r"""Top-k makes for images: a file, a folder (recursive) or a glob.
 
   python -m launch.predict --workdir=runs/lite0 --input=photo.jpg
   python -m launch.predict --workdir=runs/lite0 --input='photos/*.jpg' --format=json --top_k=5
+  python -m launch.predict --workdir=runs/lite0 --input=photo.jpg --gradcam=out/gradcam
+
+Prints only the results on stdout (libraries' INFO logs are off; --verbosity=0 shows them).
+Photos are decoded with their EXIF orientation applied.
 """
+
+import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
+from carjax import extras
 from carjax import inference
+from carjax import logging_setup
 from carjax.reports import prediction_output
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
@@ -16,21 +25,35 @@ _INPUT = flags.DEFINE_multi_string("input", None, "Image file, folder or glob (r
 _TOP_K = flags.DEFINE_integer("top_k", 3, "How many makes per image.")
 _FORMAT = flags.DEFINE_enum("format", "table", ["table", "json", "csv"], "Output format.")
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Images per forward pass.")
+_GRADCAM = flags.DEFINE_string(
+    "gradcam", None, "Also write each image's Grad-CAM overlay (evidence for the predicted "
+    "make, red = strong) to this folder as <name>_gradcam.png.")
+_GRADCAM_LAYER = flags.DEFINE_string(
+    "gradcam_layer", None, "Submodule whose output Grad-CAM reads (e.g. stage3, blocks_12); "
+    "default: the custom CNN's last stage, EfficientNet's last map.")
 flags.mark_flags_as_required(["workdir", "input"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not flags.FLAGS["verbosity"].present:
+    logging_setup.setup(logging.WARNING)  # Results only, unless asked otherwise.
   files = inference.expand_inputs(_INPUT.value)
   if not files:
     raise app.UsageError(f"No image files found in {_INPUT.value}")
   predictor = inference.Predictor(_WORKDIR.value, _CHECKPOINT.value)
   results, failures = predictor.predict_files(files, _TOP_K.value, _BATCH.value)
   print(prediction_output.render(results, failures, _FORMAT.value), end="")
+  if _GRADCAM.value and results:
+    from carjax.reports import gradcam  # pylint: disable=g-import-not-at-top
+    written = gradcam.write_overlays(predictor, [r["file"] for r in results], _GRADCAM.value,
+                                     _GRADCAM_LAYER.value)
+    # On stderr: stdout stays the requested format (json/csv can be piped).
+    print(f"Grad-CAM overlays: {len(written)} in {_GRADCAM.value}", file=sys.stderr)
   if failures and not results:
     raise SystemExit(1)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(extras.exit_on_missing_extra(main))

@@ -1,23 +1,41 @@
-r"""Builds a make-labelled image folder (like cars20) from a Stanford Cars download.
+r"""Builds cars20 (or a similar make-labelled image folder) from Stanford Cars.
 
-  python -m launch.prepare_data --input=~/Downloads/stanford-cars --output=data/cars20_full
+  python -m launch.prepare_data --download=kaggle --output=data/cars20
+  python -m launch.prepare_data --input=~/Downloads/stanford-cars --output=data/cars20
+  python -m launch.prepare_data --input=DIR --images=recipe --num_makes=30 --output=data/cars30
 
-Then train on it with --config.data.source=folder:data/cars20_full. Run without --input
-to see where to get the data. Recipe and layouts: carjax/data/prepare.py.
+Then train on it with --config.data.source=folder:data/cars20. --images=cars20 (default)
+writes the reference set's own train and val images, found by Stanford file id
+(carjax/data/cars20.py); --images=recipe selects and splits anew with the cars20 recipe
+(carjax/data/prepare.py). Mirrors: carjax/data/download.py. Run without --input or
+--download to see where to get the data.
 """
 
+import os
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 
+from carjax import extras
 from carjax import logging_setup
+from carjax.data import cars20
+from carjax.data import download
 from carjax.data import prepare
 
 _LAYOUT = flags.DEFINE_enum("layout", "auto", prepare.LAYOUTS,
                             "Download layout; 'auto' detects it from the files.")
 _INPUT = flags.DEFINE_string("input", None, "The downloaded (unpacked) Stanford Cars folder.")
+_DOWNLOAD = flags.DEFINE_string(
+    "download", None, "Download Stanford Cars first from this public mirror: 'kaggle' (keeps "
+    "Stanford's ids and boxes) or 'huggingface:OWNER/NAME'. Needs the prepare extra.")
+_DOWNLOAD_DIR = flags.DEFINE_string("download_dir", None,
+                                    "Where to keep the download (default: the client's cache).")
+_IMAGES = flags.DEFINE_enum(
+    "images", "cars20", ["cars20", "recipe"],
+    "cars20: the reference set's own images, by Stanford id; recipe: select and split anew "
+    "(--num_makes, --seed, ...).")
 _OUTPUT = flags.DEFINE_string("output", None, "New or empty folder to write the images to.")
 _NUM_MAKES = flags.DEFINE_integer("num_makes", 20, "Keep the makes with the most images.")
 _MIN_PER_MAKE = flags.DEFINE_integer("min_images_per_make", 100,
@@ -38,19 +56,35 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging_setup.setup()
-  if not _INPUT.value:
-    print(prepare.INSTRUCTIONS.format(where=" (no --input given)"), file=sys.stderr)
+  if _INPUT.value and _DOWNLOAD.value:
+    raise app.UsageError("Give --input or --download, not both.")
+  if not _INPUT.value and not _DOWNLOAD.value:
+    print(prepare.INSTRUCTIONS.format(where=" (no --input or --download given)"),
+          file=sys.stderr)
     return 2
   if not _OUTPUT.value:
     raise app.UsageError("--output is required: a new or empty folder.")
+  input_dir = _INPUT.value
+  if _DOWNLOAD.value:
+    try:  # Before a long download: the output must be new or empty.
+      prepare._check_output_dir(os.path.abspath(os.path.expanduser(_OUTPUT.value)))  # pylint: disable=protected-access
+    except FileExistsError as e:
+      print(e, file=sys.stderr)
+      return 2
+    input_dir = download.download(_DOWNLOAD.value, _DOWNLOAD_DIR.value)
+    print(f"Stanford Cars from {_DOWNLOAD.value}: {input_dir}")
   try:
-    summary = prepare.prepare(
-        _INPUT.value, _OUTPUT.value, layout=_LAYOUT.value, halves=_HALVES.value,
-        num_makes=_NUM_MAKES.value, min_images_per_make=_MIN_PER_MAKE.value,
-        max_images_per_make=_MAX_PER_MAKE.value, seed=_SEED.value,
-        val_fraction=_VAL_FRACTION.value, test_fraction=_TEST_FRACTION.value,
-        max_short_side=_MAX_SHORT_SIDE.value)
-  except (prepare.NoStanfordCarsError, FileExistsError) as e:
+    if _IMAGES.value == "cars20":
+      summary = cars20.build(input_dir, _OUTPUT.value, layout=_LAYOUT.value,
+                             max_short_side=_MAX_SHORT_SIDE.value)
+    else:
+      summary = prepare.prepare(
+          input_dir, _OUTPUT.value, layout=_LAYOUT.value, halves=_HALVES.value,
+          num_makes=_NUM_MAKES.value, min_images_per_make=_MIN_PER_MAKE.value,
+          max_images_per_make=_MAX_PER_MAKE.value, seed=_SEED.value,
+          val_fraction=_VAL_FRACTION.value, test_fraction=_TEST_FRACTION.value,
+          max_short_side=_MAX_SHORT_SIDE.value)
+  except (prepare.NoStanfordCarsError, FileExistsError, ValueError) as e:
     print(e, file=sys.stderr)
     return 2
   logging.info("%s", summary.describe())
@@ -59,4 +93,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(extras.exit_on_missing_extra(main))

@@ -6,12 +6,16 @@ r"""Trains and evaluates a model.
 Run the same command again after an interruption and it resumes from the last checkpoint.
 """
 
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging  # pylint: disable=unused-import
+from carjax import extras
 from carjax import logging_setup
 from ml_collections import config_flags
 
+from carjax.convert import weights_cache
 from carjax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -24,8 +28,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging_setup.setup()
-  loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except weights_cache.PretrainedWeightsError as e:  # Raised before any data is read.
+    print(f"error: {e}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(extras.exit_on_missing_extra(main))

@@ -9,15 +9,17 @@ import json
 import os
 import subprocess
 import sys
-import warnings
 
 import jax
 import numpy as np
 import pytest
-import tensorflow as tf
 from PIL import Image
 
-from carjax import export
+tf = pytest.importorskip(
+    "tensorflow", reason='the export tests need the export extra: pip install -e ".[export]"')
+
+from carjax import export  # pylint: disable=g-import-not-at-top,wrong-import-position
+from carjax import litert  # pylint: disable=g-import-not-at-top,wrong-import-position
 from carjax import inference
 from carjax import models
 from carjax.data import decode
@@ -95,13 +97,9 @@ def _carjax_probs(predictor, images):
 
 
 def _tflite_runner(path, batch_shape):
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore")
-    interpreter = tf.lite.Interpreter(model_path=path)
-  detail = interpreter.get_input_details()[0]
-  interpreter.resize_tensor_input(detail["index"], batch_shape)
-  interpreter.allocate_tensors()
-  return interpreter.get_signature_runner("serving_default")
+  # LiteRT, the maintained runtime (not the deprecated tf.lite.Interpreter).
+  pytest.importorskip("ai_edge_litert", reason='needs the export extra: pip install -e ".[export]"')
+  return litert.signature_runner(path, batch_shape)
 
 
 def test_saved_model_matches_predictor_at_model_size(exported):

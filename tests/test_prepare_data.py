@@ -378,7 +378,7 @@ def test_launcher_prepares_a_download(tmp_path):
   _write_kaggle(download, with_test=False)
   completed = subprocess.run(
       [sys.executable, "-m", "launch.prepare_data", f"--input={download}",
-       f"--output={tmp_path / 'out'}", "--num_makes=2",
+       f"--output={tmp_path / 'out'}", "--images=recipe", "--num_makes=2",
        "--min_images_per_make=1", "--seed=3"],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
   assert completed.returncode == 0, completed.stderr

@@ -20,9 +20,14 @@ stored variance (exactly the ImageNet std) unless told.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
+
+from carjax import extras
+
+if TYPE_CHECKING:
+  import h5py
 
 # keras.applications.efficientnet.IMAGENET_STDDEV_RGB
 IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
@@ -43,6 +48,7 @@ def _decode(value) -> str:
 
 def read_keras_weights(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], str]:
   """Returns ({'<layer key>/<index>': array}, format) with format 'legacy' | 'keras3'."""
+  h5py = extras.import_optional('h5py', 'keras', 'Reading Keras weight files')
   tensors = {}
   with h5py.File(path, 'r') as f:
     group = _legacy_group(f)

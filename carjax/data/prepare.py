@@ -54,6 +54,7 @@ import numpy as np
 from PIL import Image
 import tqdm
 
+from carjax import extras
 from carjax.data import decode
 from carjax.data.sources import (TEST, TRAIN, VAL, seeded_rng,
                                  stratified_split)
@@ -87,8 +88,13 @@ _DHASH_SIDE = 16
 _SEARCH_DEPTH = 4
 
 INSTRUCTIONS = """\
-No Stanford Cars download was found{where}. Get it in one of these forms, then
-run this again with --input pointing at the downloaded (and unpacked) folder:
+No Stanford Cars download was found{where}. The simplest is to let this command
+download it (public Kaggle mirror, needs `pip install -e ".[prepare]"`):
+
+  python -m launch.prepare_data --download=kaggle --output=data/cars20
+
+Or get it yourself in one of these forms, then run this again with --input pointing
+at the downloaded (and unpacked) folder:
 
   kaggle       https://www.kaggle.com/datasets/jutrera/stanford-car-dataset-by-classes-folder
                (unzip it: car_data/car_data/{{train,test}}/..., anno_train.csv,
@@ -310,12 +316,9 @@ def _mat_string(value) -> str:
 
 
 def _load_mat(path: str) -> dict:
-  try:
-    import scipy.io  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise ImportError("Reading the Stanford devkit's .mat files needs scipy: "
-                      "pip install scipy") from e
-  return scipy.io.loadmat(path, squeeze_me=True, struct_as_record=True)
+  scipy_io = extras.import_optional("scipy.io", "prepare",
+                                    "Reading the Stanford devkit's .mat files")
+  return scipy_io.loadmat(path, squeeze_me=True, struct_as_record=True)
 
 
 def _mat_records(mat: dict) -> np.ndarray:
@@ -415,10 +418,7 @@ def _class_names_from_info(info: dict, label_column: str) -> list[str] | None:
 def _class_names_from_card(readme_path: str, label_column: str
                            ) -> list[str] | None:
   """Class names from a dataset card's YAML dataset_info (needs PyYAML)."""
-  try:
-    import yaml  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return None
+  yaml = extras.import_optional("yaml", "prepare", "Reading a Hugging Face dataset card")
   with open(readme_path, encoding="utf-8") as f:
     text = f.read()
   match = re.match(r"^---\s*\n(.*?)\n---", text, re.S)
@@ -442,7 +442,8 @@ def read_huggingface(input_dir: str, halves: Sequence[str], *,
                      image_column: str = "image", label_column: str = "label"
                      ) -> tuple[list[SourceImage], int]:
   """Reads parquet files of a Hugging Face mirror (memory-mapped, lazily)."""
-  import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+  pq = extras.import_optional("pyarrow.parquet", "prepare",
+                              "Reading a Hugging Face parquet mirror")
   parquet_files = [os.path.join(d, f) for d, _, files in
                    _walk_limited(input_dir) for f in files
                    if f.endswith(".parquet")]
@@ -484,18 +485,35 @@ def read_huggingface(input_dir: str, halves: Sequence[str], *,
     labels = table.column(label_column).to_pylist()
     file_tag = re.sub(r"[^A-Za-z0-9]+", "_",
                       os.path.splitext(os.path.basename(path))[0])
+    stored_names = _stored_file_names(image_structs)
     for row, label in enumerate(labels):
       def read(column=image_structs, row=row) -> bytes:
         value = column[row].as_py()
         return value["bytes"] if isinstance(value, dict) else value
+      # Mirrors that kept Stanford's file names ("00001.jpg") give the same output name
+      # as the Kaggle and devkit layouts, so cars20's id list finds them.
+      stanford_id = _STANFORD_FILE_ID.match(os.path.basename(stored_names[row] or ""))
       images.append(SourceImage(
           name=f"{path}#{row}", half=half, class_id=int(label) + 1,
           model=class_names[int(label)], bbox=None,
-          output_stem=f"hf_{file_tag}_{row:05d}", read=read))
+          output_stem=(f"stanford_{half}_{stanford_id.group(1)}" if stanford_id
+                       else f"hf_{file_tag}_{row:05d}"), read=read))
   logging.info("Hugging Face layout: %d images in %d parquet files; no "
                "bounding boxes, images are kept whole.", len(images),
                len(parquet_files))
   return images, 0
+
+
+_STANFORD_FILE_ID = re.compile(r"^(\d{5})\.jpe?g$", re.IGNORECASE)
+
+
+def _stored_file_names(image_column) -> list[str | None]:
+  """The `path` of each row of a Hugging Face Image column (None where it has none)."""
+  import pyarrow as pa  # pylint: disable=g-import-not-at-top  # Present: the caller read parquet.
+  if not pa.types.is_struct(image_column.type) or image_column.type.get_field_index(
+      "path") < 0:
+    return [None] * len(image_column)
+  return image_column.combine_chunks().field("path").to_pylist()
 
 
 READERS = {"kaggle": read_kaggle, "devkit": read_devkit,

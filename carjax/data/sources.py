@@ -403,7 +403,9 @@ class TfdsSource:
                download: bool = False, image_key: str = "image",
                label_key: str = "label", split_seed: int = 0,
                val_fraction: float = 0.15, test_fraction: float = 0.15):
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    from carjax import extras  # pylint: disable=g-import-not-at-top
+    tfds = extras.import_optional("tensorflow_datasets", "tfds",
+                                  f"The TFDS data source tfds:{name}")
     check_split_fractions(val_fraction, test_fraction)
     self.name = name
     self._tfds = tfds

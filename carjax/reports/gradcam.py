@@ -11,6 +11,7 @@ directly; an earlier layer, whose finer map shows more detail (the custom CNN's 
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import flax.linen as nn
@@ -128,3 +129,80 @@ def plot_gradcam_grid(true_names: Sequence[str], columns: Sequence[dict], path: 
   fig.suptitle(f"Grad-CAM: evidence for the {target} class (red = strong)", fontsize=10)
   fig.tight_layout()
   return plotting.save_figure(fig, path)
+
+
+def default_layer(model_config) -> str | None:
+  """The map Grad-CAM reads by default: the custom CNN's last stage (its `features` map is
+  too coarse to show anything at its input size), the last map of every other model."""
+  if model_config.get("name") == "custom_cnn":
+    return f"stage{len(model_config.stage_widths)}"
+  return None
+
+
+class PredictorGradCam:
+  """Grad-CAM of a `Predictor`'s predicted class, compiled once and reused for every call.
+
+  Batches are padded to `batch_size`, so one compiled program serves any number of photos.
+  """
+
+  def __init__(self, predictor, layer: str | None = None, batch_size: int = 8):
+    self.predictor, self.batch_size = predictor, batch_size
+    self.layer = default_layer(predictor.config.model) if layer is None else (layer or None)
+    model = predictor.model
+    self._run = jax.jit(lambda v, x: gradcam(model, v, x, None, self.layer))
+
+  def __call__(self, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(heat maps [N, S, S] in [0, 1] at the input size, probabilities [N, K])."""
+    size = images_uint8.shape[1]
+    heatmaps, probs = [], []
+    for start in range(0, len(images_uint8), self.batch_size):
+      chunk = images_uint8[start:start + self.batch_size]
+      pad = self.batch_size - len(chunk)
+      padded = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+      x = augment.normalize(padded, self.predictor.mean, self.predictor.std)
+      cams, logits = jax.device_get(self._run(self.predictor.variables, x))
+      heatmaps.extend(upsample(cam, size) for cam in cams[:len(chunk)])
+      probs.append(np.asarray(jax.nn.softmax(logits[:len(chunk)], axis=-1)))
+    if not heatmaps:
+      return np.zeros((0, size, size), np.float32), np.zeros((0, 0), np.float32)
+    return np.stack(heatmaps), np.concatenate(probs)
+
+
+def overlay(image_uint8: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+  """The photo [S, S, 3] with the heat map [S, S] (0..1) blended over it in 'jet' colours,
+  as in the study's figures (red = strong evidence); uint8 [S, S, 3]."""
+  colours = plt.get_cmap("jet")(np.clip(heatmap, 0.0, 1.0))[..., :3] * 255.0
+  blended = (1.0 - alpha) * image_uint8.astype(np.float32) + alpha * colours
+  return np.clip(np.round(blended), 0, 255).astype(np.uint8)
+
+
+def write_overlays(predictor, paths: Sequence[str], output_dir: str,
+                   layer: str | None = None) -> list[str]:
+  """Writes `<output_dir>/<file stem>_gradcam.png` (the model's input with the predicted
+  make's Grad-CAM over it) for each readable image file; returns the paths written."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+
+  from carjax.data import decode  # pylint: disable=g-import-not-at-top
+  os.makedirs(output_dir, exist_ok=True)
+  images, kept = [], []
+  for path in paths:
+    try:
+      images.append(predictor.load_image(path, name=path))
+      kept.append(path)
+    except decode.UnreadableImageError:
+      continue  # Reported with the predictions.
+  if not images:
+    return []
+  heatmaps, _ = PredictorGradCam(predictor, layer)(np.stack(images))
+  written, used = [], set()
+  for path, image, heatmap in zip(kept, images, heatmaps, strict=True):
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name, n = f"{stem}_gradcam.png", 1
+    while name in used:  # Same file name in two folders.
+      n += 1
+      name = f"{stem}_{n}_gradcam.png"
+    used.add(name)
+    out = os.path.join(output_dir, name)
+    Image.fromarray(overlay(image, heatmap)).save(out)
+    written.append(out)
+  return written

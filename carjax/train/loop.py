@@ -94,7 +94,8 @@ def state_from_pretrained(state: TrainState, model, config: ml_collections.Confi
   except the classifier head (re-initialised for our classes; zero with
   `config.init.zero_head`). Fails, naming them, on weights made for another model."""
   from carjax.models import pretrained  # pylint: disable=g-import-not-at-top
-  variables, conventions = pretrained.load_pretrained(config.model.pretrained)
+  weights_dir = pretrained_weights_dir(config)
+  variables, conventions = pretrained.load_pretrained(weights_dir)
   _check_conventions(conventions, config.model, model)
   merged = pretrained.merge_pretrained(
       {"params": state.params, "batch_stats": state.batch_stats}, variables,
@@ -113,8 +114,18 @@ def state_from_pretrained(state: TrainState, model, config: ml_collections.Confi
   if config.train.ema_decay:
     state = state.replace(ema_params=merged["params"])
   logging.info("Initialised from pretrained weights %s (head re-initialised%s).",
-               config.model.pretrained, " at zero" if config.init.zero_head else "")
+               weights_dir, " at zero" if config.init.zero_head else "")
   return state
+
+
+def pretrained_weights_dir(config: ml_collections.ConfigDict) -> str:
+  """The absolute directory `config.model.pretrained` names ('' for none), converting known
+  ImageNet weights into the cache on first use (`carjax.convert.weights_cache`). The config
+  keeps the name as given, so a run's config.json stays the same on every machine."""
+  if not config.model.get("pretrained"):
+    return ""
+  from carjax.convert import weights_cache  # pylint: disable=g-import-not-at-top
+  return weights_cache.resolve(config.model.pretrained)
 
 
 def _check_conventions(conventions: dict, model_config, model) -> None:
@@ -156,6 +167,7 @@ def evaluate_state(eval_step, state, images, labels, batch_size, data_sharding):
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Trains `config` in `workdir`, evaluating each epoch; returns the final eval metrics."""
+  pretrained_weights_dir(config)  # Converts or fails before touching the workdir or data.
   os.makedirs(workdir, exist_ok=True)
   rngs = rngs_from_seed(config.seed)
   data = load_data(config)
