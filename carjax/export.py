@@ -49,10 +49,13 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow as tf
-from jax.experimental import jax2tf
 
 import carjax
+from carjax import tensorflow_setup
+
+tf = tensorflow_setup.import_tensorflow()  # Before jax2tf: TensorFlow must not see GPUs.
+from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 from carjax import inference
 from carjax.data import augment
 from carjax.data import decode

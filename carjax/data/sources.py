@@ -403,6 +403,8 @@ class TfdsSource:
                download: bool = False, image_key: str = "image",
                label_key: str = "label", split_seed: int = 0,
                val_fraction: float = 0.15, test_fraction: float = 0.15):
+    from carjax import tensorflow_setup  # pylint: disable=g-import-not-at-top
+    tensorflow_setup.import_tensorflow()  # TFDS runs TensorFlow: keep it off the GPUs.
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     check_split_fractions(val_fraction, test_fraction)
     self.name = name
