@@ -268,3 +268,37 @@ def test_processes_reading_their_rows_see_the_global_batch_between_them():
   mesh = jax.make_mesh((1, 1), ("data", "fsdp"))
   np.testing.assert_array_equal(
       sharding_lib.process_rows(sharding_lib.batch_sharding(mesh), 8), np.arange(8))
+
+
+def test_initialize_takes_flags_then_environment_then_cluster_detection(monkeypatch):
+  from carjax import distributed
+  calls = []
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **kwargs: calls.append(kwargs))
+  for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID",
+               "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE"):
+    monkeypatch.delenv(name, raising=False)
+  assert not distributed.initialize() and calls == []  # Nothing given: one process.
+
+  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:1234")
+  monkeypatch.setenv("JAX_NUM_PROCESSES", "4")
+  monkeypatch.setenv("JAX_PROCESS_ID", "2")
+  assert distributed.initialize()
+  assert calls[-1] == dict(coordinator_address="10.0.0.1:1234", num_processes=4, process_id=2)
+  assert distributed.initialize("auto", "host0:99", 2, 1)  # Flags win over the environment.
+  assert calls[-1] == dict(coordinator_address="host0:99", num_processes=2, process_id=1)
+  assert not distributed.initialize("false") and len(calls) == 2
+
+  for name in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
+    monkeypatch.delenv(name)
+  with pytest.raises(ValueError, match="--num_processes"):
+    distributed.initialize("auto", "host0:99")  # Half a description is an error.
+  monkeypatch.setenv("JAX_NUM_PROCESSES", "four")
+  with pytest.raises(ValueError, match="JAX_NUM_PROCESSES"):
+    distributed.initialize()
+  monkeypatch.delenv("JAX_NUM_PROCESSES")
+
+  monkeypatch.setenv("SLURM_NTASKS", "1")
+  assert not distributed.initialize() and len(calls) == 2  # A one-task job: one process.
+  monkeypatch.setenv("SLURM_NTASKS", "16")
+  assert distributed.initialize()  # JAX reads the rest from SLURM.
+  assert calls[-1] == dict(coordinator_address=None, num_processes=None, process_id=None)
