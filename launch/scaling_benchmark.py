@@ -20,7 +20,9 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config fil
                                           lock_config=True)
 _DEVICES = flags.DEFINE_list("devices", ["1", "2"],
                              "Fake CPU device counts, one process each; 0: the real devices.")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after the compile and 2 warm-up).")
+_STEPS = flags.DEFINE_integer("steps", 5, "Steps per timed window (after the compile and 2 "
+                              "warm-up steps).")
+_REPEATS = flags.DEFINE_integer("repeats", 5, "Timed windows; median and best reported.")
 _CHILD = flags.DEFINE_bool("child", False, "Internal: measure in this process.")
 flags.mark_flags_as_required(["config"])
 
@@ -29,7 +31,8 @@ def main(argv):
   del argv
   if _CHILD.value:
     from carjax.benchmark import scaling  # pylint: disable=g-import-not-at-top
-    print(json.dumps(scaling.measure(_CONFIG.value, steps=_STEPS.value)), flush=True)
+    print(json.dumps(scaling.measure(_CONFIG.value, steps=_STEPS.value,
+                                                repeats=_REPEATS.value)), flush=True)
     return
   from carjax.benchmark import env  # pylint: disable=g-import-not-at-top
   print(json.dumps({"date": env.datetime.datetime.now().isoformat(timespec="seconds"),

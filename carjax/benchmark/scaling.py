@@ -21,9 +21,9 @@ from carjax.train import sharding as sharding_lib
 from carjax.train import steps as steps_lib
 
 
-def measure(config: ml_collections.ConfigDict, num_classes: int = 20, steps: int = 10,
-            warmup: int = 2) -> dict:
-  """{'devices', 'batch_size', 'compile_s', 'images_per_s', 'step_s'} of the train step."""
+def measure(config: ml_collections.ConfigDict, num_classes: int = 20, steps: int = 5,
+            repeats: int = 5, warmup: int = 2) -> dict:
+  """Compile seconds and images/s (median and best of `repeats` windows of `steps` steps)."""
   mesh = sharding_lib.make_mesh(config)
   sharding_lib.check_batch_sizes(config, mesh)
   model = models.build_model(config.model, num_classes)
@@ -53,12 +53,16 @@ def measure(config: ml_collections.ConfigDict, num_classes: int = 20, steps: int
   for _ in range(warmup):
     state, metrics = step(state, feed(), rng)
   jax.block_until_ready(metrics)
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, metrics = step(state, feed(), rng)
-  jax.block_until_ready((state, metrics))
-  seconds = time.perf_counter() - start
+  windows = []  # Seconds per step of each timed window; a shared machine makes them vary.
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(steps):
+      state, metrics = step(state, feed(), rng)
+    jax.block_until_ready((state, metrics))
+    windows.append((time.perf_counter() - start) / steps)
+  median, best = float(np.median(windows)), min(windows)
   return {"devices": jax.device_count(), "processes": jax.process_count(),
-          "batch_size": batch_size, "image_size": size, "steps": steps,
-          "compile_s": round(compile_s, 2), "step_s": round(seconds / steps, 4),
-          "images_per_s": round(batch_size * steps / seconds, 1)}
+          "batch_size": batch_size, "image_size": size, "steps": steps, "repeats": repeats,
+          "compile_s": round(compile_s, 2), "step_s_median": round(median, 4),
+          "images_per_s_median": round(batch_size / median, 1),
+          "images_per_s_best": round(batch_size / best, 1)}
