@@ -51,10 +51,13 @@ import jax.numpy as jnp
 import numpy as np
 
 import carjax
-from carjax import extras
+from carjax import tensorflow_setup
 
-tf = extras.import_optional("tensorflow", "export", "Exporting a SavedModel or TFLite model")
-from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top,wrong-import-position  # Needs TensorFlow.
+# Before jax2tf: TensorFlow must not see GPUs.
+tf = tensorflow_setup.import_tensorflow(
+    "export", "Exporting a SavedModel or TFLite model")
+from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 from carjax import inference
 from carjax.data import augment
 from carjax.data import decode

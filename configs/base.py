@@ -38,6 +38,8 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict()
   c.model.name = ""
+  # 'bfloat16': mixed precision, activations and matmuls in bfloat16 while parameters and
+  # optimiser state stay in param_dtype (float32); losses and BatchNorm statistics are float32.
   c.model.dtype = "float32"
   c.model.param_dtype = "float32"
   c.model.input_mean = IMAGENET_MEAN
@@ -64,6 +66,15 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.grad_clip_norm = 0.0  # 0: off.
   c.train.ema_decay = 0.0  # 0: no EMA of weights; e.g. 0.999 evaluates the EMA.
   c.train.log_every_steps = 10
+  # Micro-batches per optimiser step: the global batch is processed k micro-batches at a
+  # time (batch_size / k each) inside one step, for batches larger than memory holds.
+  c.train.grad_accum_steps = 1
+
+  # The device mesh (carjax/train/sharding.py): batch split over every device; fsdp > 1
+  # also splits parameters and optimiser state over groups of `fsdp` devices.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.fsdp = 1
+  c.mesh.fsdp_min_size = 2 ** 14  # Arrays with fewer elements stay replicated.
 
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64

@@ -5,6 +5,11 @@ labels. Decoding ~4k JPEGs takes seconds, and every epoch and every run would
 otherwise repeat it; with `cache_dir` the array is saved as ``.npy`` next to a
 small JSON file and reused while nothing it was made from changed.
 
+With a cache, images are decoded straight into the ``.npy`` file on disk (a
+writable memory map, space reserved up front), never into one array in RAM,
+and `mmap=True` reads it back memory-mapped: a split larger than the host's
+memory decodes and trains, each batch paging in only its own images.
+
 Unreadable files never stop a run and are never dropped silently: each one is
 logged (absl warning with its path and the reason) and listed in
 `CachedSplit.failures`.
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -113,15 +119,20 @@ def load_split(source: Any, split: str, *, image_size: int,
       _log_result(cached, split, source)
       return cached
 
-  result = _decode_records(records, image_size=image_size,
-                           resize_mode=resize_mode, num_workers=num_workers,
-                           progress=progress, description=f"decode {split}")
-  result.class_names = class_names
+  decode_args = dict(image_size=image_size, resize_mode=resize_mode,
+                     num_workers=num_workers, progress=progress,
+                     description=f"decode {split}")
+  result = None
   if paths is not None:
-    if _write_cache(result, *paths, key=key, source=source, split=split,
-                    image_size=image_size, resize_mode=resize_mode):
+    result = _decode_to_cache(records, *paths, key=key, source=source,
+                              split=split, class_names=class_names, mmap=mmap,
+                              **decode_args)
+    if result is not None:
       _remove_stale_caches(os.fspath(cache_dir), prefix,
                            os.path.basename(paths[0])[:-len(".npy")])
+  if result is None:
+    result = _decode_records(records, **decode_args)
+  result.class_names = class_names
   _log_result(result, split, source)
   return result
 
@@ -144,13 +155,45 @@ def _decode_one(record: Record, image_size: int,
 def _decode_records(records: Sequence[Record], *, image_size: int,
                     resize_mode: decode.ResizeMode, num_workers: int | None,
                     progress: bool, description: str) -> CachedSplit:
-  """Decodes records into one preallocated array, in a thread pool.
+  """Decodes records into one array in memory."""
+  start = time.perf_counter()
+  images = np.empty((len(records), image_size, image_size, 3), np.uint8)
+  reasons = _decode_into(images, records, image_size=image_size,
+                         resize_mode=resize_mode, num_workers=num_workers,
+                         progress=progress, description=description)
+  ok, failures = _sort_out(records, reasons)
+  if failures:
+    images = images[ok]  # One compacting copy, only when something failed.
+  return CachedSplit(
+      images=images,
+      labels=np.array([records[i].label for i in ok], np.int32),
+      names=[records[i].name for i in ok],
+      failures=failures,
+      class_names=(),
+      from_cache=False,
+      seconds=time.perf_counter() - start)
+
+
+def _sort_out(records: Sequence[Record], reasons: Sequence[str | None]):
+  """(indices of the decoded records, [(name, reason)] of the others), logged."""
+  ok = [i for i, reason in enumerate(reasons) if reason is None]
+  failures = [(records[i].name, reason) for i, reason in enumerate(reasons)
+              if reason is not None]
+  for name, reason in failures:
+    logging.warning("Skipping unreadable image %s: %s", name, reason)
+  return ok, failures
+
+
+def _decode_into(images: np.ndarray, records: Sequence[Record], *,
+                 image_size: int, resize_mode: decode.ResizeMode,
+                 num_workers: int | None, progress: bool,
+                 description: str) -> list[str | None]:
+  """Decodes record i into images[i], in a thread pool; returns each record's
+  failure reason (None: decoded).
 
   PIL releases the GIL while decoding and resampling, so threads scale with
   cores without pickling images between processes.
   """
-  start = time.perf_counter()
-  images = np.empty((len(records), image_size, image_size, 3), np.uint8)
   reasons: list[str | None] = [None] * len(records)
 
   def decode_chunk(first: int) -> int:
@@ -179,22 +222,7 @@ def _decode_records(records: Sequence[Record], *, image_size: int,
         for done in concurrent.futures.as_completed(
             [pool.submit(decode_chunk, first) for first in chunk_starts]):
           bar.update(done.result())
-
-  ok = [i for i, reason in enumerate(reasons) if reason is None]
-  failures = [(records[i].name, reason) for i, reason in enumerate(reasons)
-              if reason is not None]
-  for name, reason in failures:
-    logging.warning("Skipping unreadable image %s: %s", name, reason)
-  if failures:
-    images = images[ok]  # One compacting copy, only when something failed.
-  return CachedSplit(
-      images=images,
-      labels=np.array([records[i].label for i in ok], np.int32),
-      names=[records[i].name for i in ok],
-      failures=failures,
-      class_names=(),
-      from_cache=False,
-      seconds=time.perf_counter() - start)
+  return reasons
 
 
 def _log_result(result: CachedSplit, split: str, source: Any) -> None:
@@ -343,34 +371,122 @@ def _atomic_write(path: str, write: Callable[[Any], None]) -> None:
     raise
 
 
-def _write_cache(result: CachedSplit, array_path: str, meta_path: str, *,
-                 key: str, source: Any, split: str, image_size: int,
-                 resize_mode: str) -> bool:
-  """Writes the cache files; returns whether that worked."""
-  meta = {
+def _new_npy_on_disk(path_prefix: str, shape: tuple[int, ...]):
+  """(temporary path, writable memory map) of a new uint8 ``.npy`` file whose
+  whole size is reserved on disk now, so that a full disk fails here with an
+  OSError rather than later with a SIGBUS while writing through the map."""
+  directory = os.path.dirname(path_prefix)
+  fd, temp_path = tempfile.mkstemp(dir=directory, suffix=".tmp",
+                                   prefix=os.path.basename(path_prefix) + ".")
+  os.close(fd)
+  try:
+    array = np.lib.format.open_memmap(temp_path, mode="w+", dtype=np.uint8,
+                                      shape=shape)
+    fd = os.open(temp_path, os.O_RDWR)
+    try:
+      os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as e:
+      if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):  # No reservation there.
+        raise
+    finally:
+      os.close(fd)
+  except BaseException:
+    _unlink_quietly(temp_path)
+    raise
+  return temp_path, array
+
+
+def _unlink_quietly(path: str) -> None:
+  try:
+    os.unlink(path)
+  except OSError:
+    pass
+
+
+def _finish_npy(temp_path: str, array: np.memmap, final_path: str) -> None:
+  array.flush()
+  fd = os.open(temp_path, os.O_RDONLY)
+  try:
+    os.fsync(fd)
+  finally:
+    os.close(fd)
+  os.replace(temp_path, final_path)
+
+
+def _decode_to_cache(records: Sequence[Record], array_path: str, meta_path: str,
+                     *, key: str, source: Any, split: str,
+                     class_names: tuple[str, ...], mmap: bool, image_size: int,
+                     resize_mode: decode.ResizeMode, num_workers: int | None,
+                     progress: bool, description: str) -> CachedSplit | None:
+  """Decodes the split straight into its cache file and returns it loaded
+  (memory-mapped with `mmap`); None if the cache cannot be written (then the
+  caller decodes in memory: a cache is an optimisation)."""
+  start = time.perf_counter()
+  temp_paths: list[str] = []
+  try:
+    os.makedirs(os.path.dirname(array_path), exist_ok=True)
+    shape = (len(records), image_size, image_size, 3)
+    temp_path, images = _new_npy_on_disk(array_path, shape)
+    temp_paths.append(temp_path)
+    reasons = _decode_into(images, records, image_size=image_size,
+                           resize_mode=resize_mode, num_workers=num_workers,
+                           progress=progress, description=description)
+    ok, failures = _sort_out(records, reasons)
+    if failures:
+      # Copy the decoded images into a file of the right length, a chunk at a
+      # time (never the whole split in memory).
+      temp_path, compact = _new_npy_on_disk(array_path, (len(ok),) + shape[1:])
+      temp_paths.append(temp_path)
+      for first in range(0, len(ok), 256):
+        chunk = ok[first:first + 256]
+        compact[first:first + len(chunk)] = images[chunk]
+      del images
+      _unlink_quietly(temp_paths[0])
+      images = compact
+    _finish_npy(temp_path, images, array_path)
+    del images
+    # The array first, the metadata last: a meta file (with the key) only
+    # exists once its array is complete.
+    meta = _cache_meta(records, ok, failures, key=key, source=source,
+                       split=split, image_size=image_size,
+                       resize_mode=resize_mode, class_names=class_names)
+    _atomic_write(meta_path, lambda f: f.write(
+        json.dumps(meta, indent=1).encode("utf-8")))
+  except OSError as e:
+    # A full or read-only disk must not fail training, but it should be visible.
+    logging.warning("Could not write the image cache %s (%s); decoding into "
+                    "memory instead.", array_path, e)
+    for path in temp_paths:
+      _unlink_quietly(path)
+    return None
+  except BaseException:
+    for path in temp_paths:
+      _unlink_quietly(path)
+    raise
+  return CachedSplit(
+      images=np.load(array_path, mmap_mode="r" if mmap else None,
+                     allow_pickle=False),
+      labels=np.asarray(meta["labels"], np.int32),
+      names=list(meta["names"]),
+      failures=failures,
+      class_names=(),
+      from_cache=False,
+      seconds=time.perf_counter() - start)
+
+
+def _cache_meta(records: Sequence[Record], ok: Sequence[int], failures, *,
+                key: str, source: Any, split: str, image_size: int,
+                resize_mode: str, class_names: tuple[str, ...]) -> dict:
+  return {
       "format_version": CACHE_FORMAT_VERSION,
       "key": key,
       "source": getattr(source, "identity", repr(source)),
       "split": split,
       "image_size": image_size,
       "resize_mode": resize_mode,
-      "class_names": list(result.class_names),
-      "names": result.names,
-      "labels": result.labels.tolist(),
-      "failures": [list(f) for f in result.failures],
+      "class_names": list(class_names),
+      "names": [records[i].name for i in ok],
+      "labels": [int(records[i].label) for i in ok],
+      "failures": [list(f) for f in failures],
       "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
   }
-  try:
-    os.makedirs(os.path.dirname(array_path), exist_ok=True)
-    # The array first, the metadata last: a meta file (with the key) only
-    # exists once its array is complete.
-    _atomic_write(array_path,
-                  lambda f: np.save(f, result.images, allow_pickle=False))
-    _atomic_write(meta_path, lambda f: f.write(
-        json.dumps(meta, indent=1).encode("utf-8")))
-  except OSError as e:
-    # A cache is an optimisation: a full or read-only disk must not fail
-    # training, but it should be visible.
-    logging.warning("Could not write the image cache %s: %s", array_path, e)
-    return False
-  return True

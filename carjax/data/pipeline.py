@@ -4,6 +4,11 @@ Training order is a pure function of (seed, step): epoch `e` uses the permutatio
 `np.random.default_rng([seed, e])`, so a run resumed at any step sees exactly the batches an
 uninterrupted run would. Evaluation visits every image exactly once: the last batch is padded
 with copies of image 0 and carries a `mask` that is 0 on the padding.
+
+In a multi-process run every process computes the same global batch indices and reads only
+`rows` of them (the positions its devices hold), so the data a run sees depends on
+(seed, step) alone, never on the number of processes; images are read from the (memory-
+mapped) cache only for those rows.
 """
 
 from __future__ import annotations
@@ -32,24 +37,31 @@ def train_indices(num_examples: int, batch_size: int, seed: int, step: int) -> n
 
 
 def train_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
-                  start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-  """Endless training batches {'image': uint8 NHWC, 'label': int32 N} from `start_step`."""
+                  start_step: int = 0, rows: np.ndarray | None = None
+                  ) -> Iterator[dict[str, np.ndarray]]:
+  """Endless training batches {'image': uint8 NHWC, 'label': int32 N} from `start_step`;
+  with `rows`, only those positions of each global batch."""
   step = start_step
   while True:
     idx = np.sort(train_indices(len(labels), batch_size, seed, step))
+    if rows is not None:
+      idx = idx[rows]
     yield {"image": images[idx], "label": labels[idx]}
     step += 1
 
 
-def eval_batches(images: np.ndarray, labels: np.ndarray,
-                 batch_size: int) -> Iterator[dict[str, np.ndarray]]:
-  """Batches covering every example once; the last is padded and masked."""
+def eval_batches(images: np.ndarray, labels: np.ndarray, batch_size: int,
+                 rows: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """Batches covering every example once; the last is padded and masked. With `rows`,
+  only those positions of each (global) batch."""
   n = len(labels)
   for start in range(0, n, batch_size):
     idx = np.arange(start, min(start + batch_size, n))
     pad = batch_size - len(idx)
     mask = np.concatenate([np.ones(len(idx), np.float32), np.zeros(pad, np.float32)])
     idx = np.concatenate([idx, np.zeros(pad, idx.dtype)])
+    if rows is not None:
+      idx, mask = idx[rows], mask[rows]
     yield {"image": images[idx], "label": labels[idx], "mask": mask}
 
 

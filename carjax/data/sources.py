@@ -403,9 +403,10 @@ class TfdsSource:
                download: bool = False, image_key: str = "image",
                label_key: str = "label", split_seed: int = 0,
                val_fraction: float = 0.15, test_fraction: float = 0.15):
-    from carjax import extras  # pylint: disable=g-import-not-at-top
-    tfds = extras.import_optional("tensorflow_datasets", "tfds",
-                                  f"The TFDS data source tfds:{name}")
+    from carjax import extras, tensorflow_setup  # pylint: disable=g-import-not-at-top
+    purpose = f"The TFDS data source tfds:{name}"
+    tensorflow_setup.import_tensorflow("tfds", purpose)  # TFDS runs TensorFlow: off the GPUs.
+    tfds = extras.import_optional("tensorflow_datasets", "tfds", purpose)
     check_split_fractions(val_fraction, test_fraction)
     self.name = name
     self._tfds = tfds

@@ -63,7 +63,8 @@ def restore_model_variables(mngr: ocp.CheckpointManager, abstract_variables: Any
   """
   step = mngr.latest_step() if step is None else step
   restored = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(), meta=ocp.args.JsonRestore()))
+      state=ocp.args.StandardRestore(_whole_on_first_local_device(mngr, step)),
+      meta=ocp.args.JsonRestore()))
   state = restored["state"]
   params = state["ema_params"] if (use_ema and state.get("ema_params")) else state["params"]
   variables = {"params": params, "batch_stats": state.get("batch_stats") or {}}
@@ -76,6 +77,21 @@ def restore_model_variables(mngr: ocp.CheckpointManager, abstract_variables: Any
       lambda a, t: jax.device_put(a, t.sharding) if getattr(t, "sharding", None) else a,
       variables, abstract_variables)
   return variables, restored["meta"]
+
+
+def _whole_on_first_local_device(mngr: ocp.CheckpointManager, step: int) -> Any:
+  """A restore target for every saved array, whole, on this process's first device.
+
+  Built from the checkpoint's own metadata, so it fits whatever state layout was saved
+  and whatever devices saved it (8 GPUs, a TPU slice, FSDP-split arrays): without a target,
+  orbax would put each array back on the devices that wrote it.
+  """
+  reader = ocp.CheckpointManager(mngr.directory, item_handlers={
+      "state": ocp.StandardCheckpointHandler(), "meta": ocp.JsonCheckpointHandler()})
+  tree = reader.item_metadata(step)["state"]
+  tree = getattr(tree, "tree", tree)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), tree)
 
 
 def read_meta(workdir: str, which: str) -> dict | None:

@@ -19,13 +19,14 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
+from carjax import distributed
 from carjax import models
 from carjax.data import pipeline
 from carjax.evaluation import metrics as metrics_lib
 from carjax.train import checkpoint as ckpt
 from carjax.train import optim
+from carjax.train import sharding as sharding_lib
 from carjax.train import steps as steps_lib
 from carjax.train.run_io import MetricWriter, ProgressBar, load_data, write_run_files
 from carjax.train.state import TrainState
@@ -151,12 +152,19 @@ def _mesh_of(sharding_tree):
 
 
 def evaluate_state(eval_step, state, images, labels, batch_size, data_sharding):
-  """Runs `eval_step` over a whole split; returns (summary dict, logits [N, K])."""
+  """Runs `eval_step` over a whole split; returns (summary dict, logits [N, K]).
+
+  Each process reads only its rows of every global batch; the outputs are replicated, so
+  every process gets the whole split's sums and logits, each image counted once.
+  """
   sums: dict[str, float] = {}
   logits = []
-  for batch in pipeline.eval_batches(images, labels, batch_size):
-    out = jax.device_get(eval_step(state, pipeline.shard_batch(batch, data_sharding)))
-    logits.append(out.pop("logits")[batch["mask"] > 0])
+  rows = sharding_lib.process_rows(data_sharding, batch_size)
+  for start, batch in zip(range(0, len(labels), batch_size),
+                          pipeline.eval_batches(images, labels, batch_size, rows=rows)):
+    out = jax.device_get(eval_step(
+        state, sharding_lib.global_batch(batch, data_sharding, batch_size)))
+    logits.append(out.pop("logits")[:min(batch_size, len(labels) - start)])
     for k, v in out.items():
       sums[k] = sums.get(k, 0.0) + float(v)
   count = max(sums["count"], 1.0)
@@ -170,22 +178,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   pretrained_weights_dir(config)  # Converts or fails before touching the workdir or data.
   os.makedirs(workdir, exist_ok=True)
   rngs = rngs_from_seed(config.seed)
-  data = load_data(config)
+  # --- scale-out (issue 14): one mesh over every process's devices; decoded once per disk.
+  mesh = sharding_lib.make_mesh(config)
+  sharding_lib.check_batch_sizes(config, mesh)
+  data_sharding = sharding_lib.batch_sharding(mesh)
+  replicated = sharding_lib.replicated(mesh)
+  data = distributed.primary_first("carjax:load_data", lambda: load_data(config))
   class_names = data.class_names
   num_classes = len(class_names)
-  write_run_files(config, workdir, class_names, data)
-
-  num_devices = jax.device_count()
-  if config.train.batch_size % num_devices or config.eval.batch_size % num_devices:
-    raise ValueError(
-        f"config.train.batch_size={config.train.batch_size} and config.eval.batch_size="
-        f"{config.eval.batch_size} must be multiples of the {num_devices} devices")
-  # Auto axes: XLA propagates the batch sharding through augmentation and the model.
-  mesh = jax.make_mesh((num_devices,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
-  logging.info("Data-parallel mesh over %d devices: %s", num_devices,
-               ", ".join(str(d) for d in jax.devices()))
-  data_sharding = NamedSharding(mesh, P("data"))
-  replicated = NamedSharding(mesh, P())
+  if distributed.is_primary():
+    write_run_files(config, workdir, class_names, data)
+  # --- end scale-out
 
   model = models.build_model(config.model, num_classes)
   mean, std = models.input_normalization(config.model)
@@ -196,7 +199,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       lambda r: init_variables(model, config, r), rngs["init"])["params"]
   tx, schedules = optim.make_optimizer(config.train, per_epoch, abstract_params)
   abstract = jax.eval_shape(lambda r: create_train_state(model, config, r, tx), rngs["init"])
-  state_sharding = jax.tree.map(lambda _: replicated, abstract)
+  state_sharding = sharding_lib.state_sharding(abstract, mesh, config)
   abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
   state, meta = _initial_state(model, config, workdir, rngs, tx, state_sharding, abstract)
@@ -205,7 +208,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
              if config.train.class_weights else None)
   xla_options = models.compiler_options(config.model, jax.default_backend())
   train_step = jax.jit(
-      steps_lib.make_train_step(model, config, num_classes, mean, std, weights),
+      steps_lib.make_train_step(model, config, num_classes, mean, std, weights,
+                                sharding_lib.micro_batch_sharding(mesh)),
       donate_argnums=(0,), out_shardings=(state_sharding, replicated),
       compiler_options=xla_options)
   eval_step = jax.jit(steps_lib.make_eval_step(model, config, num_classes, mean, std),
@@ -216,7 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   best_metric = config.eval.best_metric
   best_value = meta.get("best_value", -np.inf)
   train_seconds = meta.get("train_seconds", 0.0)
-  writer = MetricWriter(workdir)
+  writer = MetricWriter(workdir) if distributed.is_primary() else _NoMetricWriter()
   start_step = int(state.step)
   if start_step >= total_steps:
     logging.info("Training already finished (%d/%d steps).", start_step, total_steps)
@@ -227,7 +231,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             "train_seconds": train_seconds, "eval": eval_summary or {}}
 
   batches = pipeline.train_batches(data.train.images, data.train.labels,
-                                   config.train.batch_size, config.seed, start_step)
+                                   config.train.batch_size, config.seed, start_step,
+                                   rows=sharding_lib.process_rows(data_sharding,
+                                                                  config.train.batch_size))
   step = start_step
   try:
     while step < total_steps:
@@ -239,7 +245,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       window_start, window_images = time.perf_counter(), 0
       pending = []
       while step < epoch_end:
-        batch = pipeline.shard_batch(next(batches), data_sharding)
+        batch = sharding_lib.global_batch(next(batches), data_sharding,
+                                          config.train.batch_size)
         state, step_metrics = train_step(state, batch, rngs["train"])
         pending.append(step_metrics)
         step += 1
@@ -295,5 +302,44 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   # The run's result: the best checkpoint, evaluated and reported in full.
   from carjax.evaluation import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  if jax.process_count() > 1:
+    return _evaluate_best_across_processes(workdir, config, data, eval_step, abstract,
+                                           data_sharding)
   return evaluate_lib.evaluate_workdir(workdir, which=ckpt.BEST, split=config.data.eval_split,
                                        preloaded=data)
+
+
+# --- scale-out (issue 14) ---------------------------------------------------------------------
+
+
+class _NoMetricWriter:
+  """What the non-primary processes of a multi-process run write metrics to: nothing (the
+  primary writes the run's metrics once)."""
+
+  def write(self, step, split, values) -> None:
+    del step, split, values
+
+  def close(self) -> None:
+    pass
+
+
+def _evaluate_best_across_processes(workdir, config, data, eval_step, abstract,
+                                    data_sharding) -> dict[str, Any]:
+  """The best checkpoint's evaluation, as `evaluate_workdir` writes it, computed by every
+  process together (each evaluates its rows) and written by the primary."""
+  from carjax.evaluation import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  state, meta = ckpt.restore(ckpt.manager(workdir, ckpt.BEST), abstract)
+  _, logits = evaluate_state(eval_step, state, data.eval.images, data.eval.labels,
+                             config.eval.batch_size, data_sharding)
+  split = config.data.eval_split
+  extra = {"checkpoint": ckpt.BEST, "step": meta.get("step"), "epoch": meta.get("epoch"),
+           "evaluated_on": split, "unreadable_files": len(data.eval.failures),
+           "train_seconds": meta.get("train_seconds")}
+  labels = np.asarray(data.eval.labels)
+  if distributed.is_primary():
+    return evaluate_lib.write_evaluation(
+        os.path.join(workdir, f"eval_{ckpt.BEST}_{split}"), labels, logits, data.eval.names,
+        data.class_names, extra=extra)
+  # The same summary as the primary's metrics.json: every process holds all the logits.
+  return {**metrics_lib.headline_metrics(labels, logits, len(data.class_names)),
+          "count": int(len(labels)), **extra}

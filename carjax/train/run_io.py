@@ -57,7 +57,8 @@ def load_data(config: ml_collections.ConfigDict) -> RunData:
   cache_dir = os.path.expanduser(data_cfg.cache_dir) if data_cfg.cache_dir else None
   load = lambda split: cache_lib.load_split(
       source, split, image_size=data_cfg.image_size, resize_mode=data_cfg.resize_mode,
-      cache_dir=cache_dir, num_workers=data_cfg.num_workers or None, progress=True)
+      cache_dir=cache_dir, num_workers=data_cfg.num_workers or None, progress=True,
+      mmap=True)  # Read from disk as batches need them: the split may exceed host RAM.
   train = load(data_cfg.train_split)
   evaluation = load(data_cfg.eval_split)
   for split, part in ((data_cfg.train_split, train), (data_cfg.eval_split, evaluation)):

@@ -3,6 +3,17 @@
 `train_step(state, batch, rng)` augments the uint8 batch on the device, runs the model with
 dropout, and applies one optimiser update; `eval_step(state, batch)` returns per-example
 logits plus sums and counts that honour the padding mask, so every image counts once.
+
+Gradient accumulation (`config.train.grad_accum_steps = k > 1`) splits each global batch
+into k micro-batches inside the one jitted step (a `lax.scan`, so only one micro-batch's
+activations are alive at a time) and applies one optimiser update with the gradient of the
+whole batch's loss. Augmentation keys, class weights and the loss normalisation are those of
+the whole batch, so without BatchNorm (and without dropout, whose masks are drawn per
+micro-batch) k micro-batches give exactly the update of one k× larger batch. BatchNorm
+normalises each micro-batch with that micro-batch's own statistics (as any device holding
+only a micro-batch must), and the running statistics take one update per step with the
+micro-batches' averaged mean and variance: the running mean is the whole batch's, the
+running variance is the mean within-micro-batch variance ("ghost batch" statistics).
 """
 
 from __future__ import annotations
@@ -33,10 +44,16 @@ def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0
 
 
 def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, num_classes: int,
-                    mean, std, class_weights=None) -> Callable[..., Any]:
-  """Builds the (not yet jitted) `train_step(state, batch, rng) -> (state, metrics)`."""
+                    mean, std, class_weights=None,
+                    micro_batch_sharding=None) -> Callable[..., Any]:
+  """Builds the (not yet jitted) `train_step(state, batch, rng) -> (state, metrics)`.
+
+  `micro_batch_sharding` (for grad_accum_steps > 1) places the [k, batch/k, ...] micro-batch
+  stack so that every micro-batch is split over every device.
+  """
   data_cfg, train_cfg = config.data, config.train
   aug_cfg = data_cfg.augment
+  accum_steps = int(train_cfg.get("grad_accum_steps", 1))
   compute_dtype = jnp.dtype(config.model.get("dtype", "float32"))
   weights_table = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
 
@@ -59,9 +76,16 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, num_cla
                               example_weights)
       return loss, (logits, updates)
 
-    (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    new_state = state.apply_gradients(grads=grads,
-                                      batch_stats=updates.get("batch_stats", state.batch_stats))
+    if accum_steps == 1:
+      (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          state.params)
+      batch_stats = updates.get("batch_stats", state.batch_stats)
+    else:
+      loss, logits, grads, batch_stats = _accumulated_gradients(
+          model, state, images, labels, example_weights, dropout_rng, accum_steps,
+          lambda lg, lb: cross_entropy(lg, lb, num_classes, train_cfg.label_smoothing)[1],
+          micro_batch_sharding)
+    new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     if train_cfg.ema_decay:
       decay = train_cfg.ema_decay
       new_state = new_state.replace(ema_params=jax.tree.map(
@@ -75,6 +99,50 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, num_cla
     return new_state, metrics
 
   return train_step
+
+
+def _micro_batches(x, num_micro: int, sharding):
+  """[B, ...] → [k, B/k, ...] with micro-batch i = rows i, i+k, i+2k, …: each device's
+  contiguous block of the batch holds an equal share of every micro-batch, so splitting
+  moves no data between devices."""
+  x = x.reshape((x.shape[0] // num_micro, num_micro) + x.shape[1:]).swapaxes(0, 1)
+  return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
+
+
+def _accumulated_gradients(model, state, images, labels, example_weights, dropout_rng,
+                           num_micro: int, per_example_loss, sharding):
+  """(loss, logits, grads, batch_stats) of the whole batch, computed one micro-batch at a
+  time. Each micro-batch's loss is its share of the whole batch's weighted mean, so the
+  summed gradients are the whole batch's gradient."""
+  weights = (jnp.ones(labels.shape, jnp.float32) if example_weights is None
+             else example_weights)
+  total_weight = jnp.maximum(jnp.sum(weights), 1e-8)
+  xs = (_micro_batches(images, num_micro, sharding), _micro_batches(labels, num_micro, sharding),
+        _micro_batches(weights, num_micro, sharding), jnp.arange(num_micro))
+
+  def micro_step(carry, x):
+    grads_sum, stats_sum = carry
+    micro_images, micro_labels, micro_weights, index = x
+
+    def loss_fn(params):
+      logits, updates = model.apply(
+          {"params": params, "batch_stats": state.batch_stats}, micro_images, train=True,
+          rngs={"dropout": jax.random.fold_in(dropout_rng, index)}, mutable=["batch_stats"])
+      loss = jnp.sum(per_example_loss(logits, micro_labels) * micro_weights) / total_weight
+      return loss, (logits, updates.get("batch_stats", state.batch_stats))
+
+    (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    carry = (jax.tree.map(jnp.add, grads_sum, grads), jax.tree.map(jnp.add, stats_sum, stats))
+    return carry, (loss, logits)
+
+  zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
+  (grads, stats_sum), (losses, logits) = jax.lax.scan(
+      micro_step, (zeros(state.params), zeros(state.batch_stats)), xs)
+  # Every micro-batch's running-statistics update starts from the same old statistics, so
+  # their mean is one update with the micro-batches' mean statistics.
+  batch_stats = jax.tree.map(lambda s: s / num_micro, stats_sum)
+  logits = logits.swapaxes(0, 1).reshape((labels.shape[0],) + logits.shape[2:])
+  return jnp.sum(losses), logits, grads, batch_stats
 
 
 def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict, num_classes: int,
