@@ -71,6 +71,8 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, num_cla
         "loss_sum": loss * count,
         "correct": jnp.sum(jnp.argmax(logits, -1) == labels),
         "count": jnp.asarray(count, jnp.int32),
+        # The host stops the run on a non-finite loss or gradient (carjax.train.loop).
+        "grad_norm": optax.tree.norm(grads),
     }
     return new_state, metrics
 
