@@ -9,12 +9,13 @@ predict_bytes: encoded JPEG/PNG [batch]; metadata), class_names.txt, conventions
 with --tflite, model.tflite. See carjax/export.py.
 """
 
-import json
 
 from absl import app
 from absl import flags
 from absl import logging
 
+from carjax import cli
+from carjax import jsonio
 from carjax import export
 from carjax import logging_setup
 
@@ -42,8 +43,8 @@ def main(argv):
              "resize_mode": result.conventions["resize_mode"],
              "num_classes": result.conventions["num_classes"],
              "checkpoint_step": result.conventions["source"]["step"]}
-  print(json.dumps(summary, indent=2))
+  print(jsonio.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

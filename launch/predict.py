@@ -7,15 +7,16 @@ r"""Top-k makes for images: a file, a folder (recursive) or a glob.
 from absl import app
 from absl import flags
 
+from carjax import cli
 from carjax import inference
 from carjax.reports import prediction_output
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint.")
 _INPUT = flags.DEFINE_multi_string("input", None, "Image file, folder or glob (repeatable).")
-_TOP_K = flags.DEFINE_integer("top_k", 3, "How many makes per image.")
+_TOP_K = flags.DEFINE_integer("top_k", 3, "How many makes per image.", lower_bound=1)
 _FORMAT = flags.DEFINE_enum("format", "table", ["table", "json", "csv"], "Output format.")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Images per forward pass.")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Images per forward pass.", lower_bound=1)
 flags.mark_flags_as_required(["workdir", "input"])
 
 
@@ -33,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -12,6 +12,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from carjax import cli
 from carjax import logging_setup
 from carjax.data import prepare
 
@@ -59,4 +60,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -15,6 +15,7 @@ import sys
 from absl import app
 from absl import flags
 
+from carjax import cli
 from carjax.benchmark import breakdown
 
 _MODEL = flags.DEFINE_string("model", "b0", "EfficientNet variant (b0, lite0, ...).")
@@ -41,4 +42,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

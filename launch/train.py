@@ -9,6 +9,7 @@ Run the same command again after an interruption and it resumes from the last ch
 from absl import app
 from absl import flags
 from absl import logging  # pylint: disable=unused-import
+from carjax import cli
 from carjax import logging_setup
 from ml_collections import config_flags
 
@@ -28,4 +29,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

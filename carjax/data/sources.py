@@ -140,7 +140,7 @@ def stratified_split(
   return {split: sorted(items) for split, items in result.items()}
 
 
-def _canonical_split(split: str) -> str:
+def canonical_split(split: str) -> str:
   return _SPLIT_ALIASES.get(split.lower(), split)
 
 
@@ -153,9 +153,9 @@ def resolve_split(split: str, available: Sequence[str], where: str) -> str:
   """Maps a requested split name (or alias, e.g. 'validation') to one we have."""
   if split in available:
     return split
-  canonical = _canonical_split(split)
+  canonical = canonical_split(split)
   for candidate in available:
-    if _canonical_split(candidate) == canonical:
+    if canonical_split(candidate) == canonical:
       return candidate
   raise DataError(
       f"Unknown split {split!r} for {where}; available splits: "
@@ -306,7 +306,7 @@ class ImageFolderSource:
 
   def _scan_split_folders(self, split_folders: list[str]) -> None:
     train_folders = [f for f in split_folders
-                     if _canonical_split(f) == TRAIN]
+                     if canonical_split(f) == TRAIN]
     if len(train_folders) != 1:
       raise DataError(
           f"Image folder {self.root} has split folders ({', '.join(split_folders)}) "
@@ -494,7 +494,7 @@ class TfdsSource:
 
     tfds_splits = list(self._builder.info.splits.keys())
     self._tfds_split_of: dict[str, str] = {
-        _canonical_split(s): s for s in tfds_splits}
+        canonical_split(s): s for s in tfds_splits}
     self._carved: dict[str, list[Record]] | None = None
     self._carve_from_train = (
         TRAIN in self._tfds_split_of and
