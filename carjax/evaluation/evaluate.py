@@ -27,7 +27,8 @@ from carjax.train import run_io
 def _check_not_training_data(folder: str, source, predictor: Predictor) -> None:
   """Refuses a folder that holds a train split or any of the run's training images: its
   figures would mix seen images into a held-out evaluation."""
-  train_splits = [s for s in source.splits if sources.canonical_split(s) == sources.TRAIN]
+  train_splits = [s for s in source.splits if source.has_split_folders and
+                  sources.canonical_split(s) == sources.TRAIN]
   if train_splits:
     raise DataError(
         f"--folder={folder!r} holds a training split ({os.path.join(source.root, train_splits[0])})"

@@ -435,7 +435,8 @@ class _Window:
       bad = [k for k in ("loss_sum", "grad_norm") if k in m and not np.isfinite(m[k])]
       if bad:
         what = " and ".join("loss" if k == "loss_sum" else "gradient" for k in bad)
-        raise NonFiniteError(f"non-finite {what} at training step {step}: "
+        # Checkpoints count completed steps: the update that failed completes step + 1.
+        raise NonFiniteError(f"non-finite {what} at training step {step + 1}: "
                              + _nan_advice(self.workdir, saved_step))
     now = time.perf_counter()
     sums = {k: float(sum(float(m[k]) for m in fetched)) for k in ("loss_sum", "correct",

@@ -46,6 +46,7 @@ def restore_newest_intact(workdir: str, abstract: Any):
       if which == ckpt.BEST:
         logging.warning("No intact 'last' checkpoint in %s: resuming from the 'best' one at "
                         "step %d.", workdir, step)
+        ckpt.save(ckpt.manager(workdir, ckpt.LAST), step, state, meta)
       return state, meta
   return None
 

@@ -132,7 +132,7 @@ def _validate_train(config) -> None:
   _check_range(config, "train.batch_size", 1, integer=True)
   _check_range(config, "train.num_epochs", 1, integer=True)
   _check_choice(train.optimizer, "train.optimizer", OPTIMIZERS)
-  _check_range(config, "train.learning_rate", 0.0, 10.0, low_open=True)
+  _check_range(config, "train.learning_rate", 0.0, low_open=True)
   _check_range(config, "train.head_lr_multiplier", 0.0)
   _check_range(config, "train.momentum", 0.0, 1.0, high_open=True)
   _check_range(config, "train.weight_decay", 0.0)

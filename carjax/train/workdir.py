@@ -31,11 +31,15 @@ LOCK_FILE = ".carjax.lock"
 # Fields a rerun may change: they decide how long the run is, what it logs and how often it
 # saves, not what a given step computes. train.num_epochs changes the length (and with it the
 # learning-rate schedule's end): training longer than first planned is the usual reason to
-# rerun. eval.every_epochs changes which epochs are compared for `best`.
+# rerun. eval.every_epochs changes which epochs are compared for `best`. Anything else (the
+# model, the optimiser and its schedule, augmentation, the seed, batch size, image size,
+# splits) would make the resumed run a different experiment than the checkpoint's.
 RESUMABLE_CHANGES = frozenset({
     "train.num_epochs", "train.log_every_steps", "eval.batch_size", "eval.every_epochs",
     "checkpoint.every_steps", "checkpoint.every_minutes", "data.cache_dir",
     "data.num_workers", "data.tfds_data_dir", "data.tfds_manual_dir", "init.resume_from",
+    # The data may move; its class names are compared, and the model's shapes.
+    "data.source",
 })
 
 
