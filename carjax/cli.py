@@ -45,6 +45,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
   except flags.Error as e:
     fail(f"{e} (--helpshort lists the flags)")
+  except (KeyError, AttributeError) as e:
+    # ml_collections' config flags raise these for an override of a field that does not exist.
+    field = str(e).strip("\"'")
+    named = [a for a in argv[1:] if a.startswith("--") and field in a.split("=")[0]]
+    fail(f"{named[0] if named else 'a --config override'} names no config field "
+         f"({field!r} does not exist; --helpfull lists the config's fields)")
   return argv  # Not reached.
 
 
