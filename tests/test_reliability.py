@@ -102,16 +102,25 @@ def reference(env, cars, tmp_path_factory):
 
 # ------------------------------------------------------------------------- interruptions
 
-# Each entry: the fault of one attempt of the same command, and its expected exit code.
+# Each entry: the fault of one attempt of the same command, its exit code, the checkpoint
+# step `last` holds afterwards, and a line the attempt must log (what it found to repair).
 CHAIN = (
-    ("step_5:SIGKILL", -9),  # Mid-epoch 1, after the periodic save at step 4.
-    ("eval:SIGKILL", -9),  # Inside epoch 1's evaluation.
-    ("save_last_finalize:SIGKILL", -9),  # Epoch 1's `last`: written, not yet renamed.
-    ("save_best_finalize:SIGKILL", -9),  # Epoch 1's `best` (epoch 1 is always best).
-    ("step_7:SIGINT", 130),  # Ctrl-C mid-epoch 2 (saves step 7).
-    ("save_last_begin:SIGTERM", 143),  # Inside the periodic save at step 8 (completes).
-    ("eval:SIGTERM", 143),  # Inside the final evaluation (saves step 12, unevaluated).
-    ("save_last_finalize:exit", 3),  # Abrupt death inside the final `last` save.
+    # Mid-epoch 1, after the periodic save at step 4.
+    ("step_5:SIGKILL", -9, 4, "Data-parallel mesh"),
+    # Inside epoch 1's evaluation.
+    ("eval:SIGKILL", -9, 4, "Resuming from"),
+    # Inside epoch 1's `last` save: every array written, the folder not yet renamed.
+    ("save_last_finalize:SIGKILL", -9, 4, "Resuming from"),
+    # Inside the `best` save that follows (epoch 1 is always best).
+    ("save_best_finalize:SIGKILL", -9, 6, "Resuming from"),
+    # SIGTERM mid-epoch 2: step 7 is saved, nothing lost.
+    ("step_7:SIGTERM", 143, 7, "Completing the interrupted save of the best checkpoint"),
+    # Ctrl-C inside the periodic save at step 8: the save completes first.
+    ("save_last_begin:SIGINT", 130, 8, "SIGINT received: finishing"),
+    # SIGTERM inside the final evaluation: step 12 is saved, marked unevaluated.
+    ("eval:SIGTERM", 143, 12, "Interrupted at step 12"),
+    # Abrupt death inside the final `last` save.
+    ("save_last_finalize:exit", 3, 12, "whose end an interruption cut short"),
 )
 
 
@@ -119,12 +128,17 @@ CHAIN = (
 def test_kills_at_every_point_resume_to_the_uninterrupted_result(env, cars, reference,
                                                                   tmp_path):
   workdir = tmp_path / "run"
-  for fault, code in CHAIN:
+  for fault, code, saved_step, logged in CHAIN:
     proc = train(env, cars, workdir, fault=fault)
     assert proc.returncode == code, (fault, proc.stderr[-3000:])
     assert "Traceback" not in proc.stderr, (fault, proc.stderr[-3000:])
+    assert logged in proc.stderr, (fault, logged, proc.stderr[-3000:])
+    # What the next attempt resumes from (it first undoes a step replacement cut short).
+    ckpt.recover_replaced(ckpt.manager(str(workdir), ckpt.LAST))
+    assert ckpt.read_meta(str(workdir), ckpt.LAST)["step"] == saved_step, fault
   proc = train(env, cars, workdir)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "whose end an interruption cut short" in proc.stderr
 
   last, last_meta, best, best_meta = final_result(workdir)
   ref_last, ref_last_meta, ref_best, ref_best_meta = final_result(reference)
@@ -142,22 +156,6 @@ def test_kills_at_every_point_resume_to_the_uninterrupted_result(env, cars, refe
     mine, ref = json.load(f), json.load(g)
   assert {k: v for k, v in mine.items() if k != "train_seconds"} == \
       {k: v for k, v in ref.items() if k != "train_seconds"}
-
-
-def test_sigterm_mid_epoch_saves_and_resumes_without_loss(env, cars, reference, tmp_path):
-  """SIGTERM (what schedulers send) saves the exact step; the rerun continues from it."""
-  workdir = tmp_path / "run"
-  proc = train(env, cars, workdir, fault="step_9:SIGTERM")
-  assert proc.returncode == 143, proc.stderr[-3000:]
-  assert "interrupted by SIGTERM" in proc.stderr
-  assert ckpt.read_meta(str(workdir), ckpt.LAST)["step"] == 9  # Nothing lost.
-  proc = train(env, cars, workdir)
-  assert proc.returncode == 0, proc.stderr[-3000:]
-  last, _, best, best_meta = final_result(workdir)
-  ref_last, _, ref_best, ref_best_meta = final_result(reference)
-  assert_bitwise_equal(last, ref_last)
-  assert_bitwise_equal(best, ref_best)
-  assert best_meta["best_step"] == ref_best_meta["best_step"]
 
 
 def test_half_written_last_step_and_a_best_saved_first_resume(env, cars, reference, tmp_path):

@@ -14,8 +14,10 @@ had written), and SIGINT/SIGTERM wait until a save is complete.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -95,11 +97,37 @@ def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None
   with interrupts.deferred(f"the '{which}' checkpoint save"), faults.saving(which):
     faults.point(f"save_{which}_begin")
     mngr.reload()
+    aside = None
     if step in mngr.all_steps():
-      mngr.delete(step)
+      # Replacing a step: the old one stays on disk, beside the manager's folder, until the
+      # new one is complete; `recover_replaced` puts it back after a kill in between.
+      aside = _replaced_path(mngr, step)
+      if os.path.exists(aside):
+        shutil.rmtree(aside)
+      os.rename(os.path.join(str(mngr.directory), str(step)), aside)
+      mngr.reload()
     mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                             meta=ocp.args.JsonSave(meta)), force=True)
     mngr.wait_until_finished()
+    if aside:
+      shutil.rmtree(aside)
+
+
+def _replaced_path(mngr: ocp.CheckpointManager, step: int) -> str:
+  return f"{mngr.directory}.replaced-{step}"
+
+
+def recover_replaced(mngr: ocp.CheckpointManager) -> None:
+  """Finishes a replacement of a step that a kill interrupted: the old step goes back if
+  the new one was not completed, else the old copy is removed."""
+  mngr.reload()
+  for aside in glob.glob(f"{mngr.directory}.replaced-*"):
+    step = int(aside.rsplit("-", 1)[1])
+    if step in mngr.all_steps():
+      shutil.rmtree(aside)
+    else:
+      os.rename(aside, os.path.join(str(mngr.directory), str(step)))
+  mngr.reload()
 
 
 def abstract_like(state: Any) -> Any:

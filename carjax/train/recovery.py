@@ -35,6 +35,7 @@ def restore_newest_intact(workdir: str, abstract: Any):
   """(state, meta) of the newest intact `last` step, else of `best`; None if there is none."""
   for which in (ckpt.LAST, ckpt.BEST):
     mngr = ckpt.manager(workdir, which)
+    ckpt.recover_replaced(mngr)
     for step in sorted(mngr.all_steps(), reverse=True):
       try:
         state, meta = ckpt.restore(mngr, abstract, step)
