@@ -170,7 +170,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   """
   validate.validate_config(config)
   faults.reset()
-  with workdir_lib.WorkdirLock(workdir), interrupts.terminate_as_interrupt():
+  # One lock per run: in a multi-process run, process 0 holds it for all of them.
+  with workdir_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0), \
+       interrupts.terminate_as_interrupt():
     return _train_locked(config, workdir)
 
 
