@@ -514,3 +514,28 @@ def test_unexpected_errors_keep_their_traceback(env):
                         capture_output=True, text=True, timeout=120)
   assert proc.returncode == 1
   assert "Traceback" in proc.stderr and "RuntimeError: a bug" in proc.stderr
+
+
+def test_a_non_finite_gradient_stops_the_window_naming_its_step():
+  window = loop._Window("runs/x")  # pylint: disable=protected-access
+  finite = {"loss_sum": 4.0, "correct": 1, "count": 4, "grad_norm": 2.0}
+  window.add(10, finite)
+  window.add(11, dict(finite, grad_norm=np.inf))
+  window.add(12, dict(finite, loss_sum=np.nan, grad_norm=np.nan))
+  with pytest.raises(errors.NonFiniteError, match="non-finite gradient at training step 12: "
+                     r".*checkpoint at step 8 is intact.*resume_from=runs/x"):
+    window.flush(saved_step=8)
+
+
+def test_checkpoints_are_due_by_steps_and_by_minutes(monkeypatch):
+  run = loop._EpochLoop.__new__(loop._EpochLoop)  # pylint: disable=protected-access
+  run.every_steps, run.every_seconds, run.last_save_time = 4, 0.0, 0.0
+  assert [s for s in range(1, 13) if run.periodic_save_due(s)] == [4, 8, 12]
+  clock = [599.0]
+  monkeypatch.setattr(loop.time, "monotonic", lambda: clock[0])
+  run.every_steps, run.every_seconds, run.last_save_time = 0, 600.0, 0.0
+  assert not run.periodic_save_due(3)
+  clock[0] = 600.0  # Ten minutes after the last save.
+  assert run.periodic_save_due(3)
+  run.every_seconds = 0.0  # Off.
+  assert not run.periodic_save_due(3)
