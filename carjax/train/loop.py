@@ -90,7 +90,8 @@ def _initial_state(model, config, workdir, rngs, tx, state_sharding, abstract):
     return restored[0], {}
   init = jax.jit(lambda r: create_train_state(model, config, r, tx),
                  out_shardings=state_sharding)
-  state = init(rngs["init"])
+  with interrupts.deferred("the initialisation"):
+    state = init(rngs["init"])
   if config.model.pretrained:
     state = state_from_pretrained(state, model, config)
   return state, {}
@@ -151,7 +152,8 @@ def evaluate_state(eval_step, state, images, labels, batch_size, data_sharding):
   sums: dict[str, float] = {}
   logits = []
   for batch in pipeline.eval_batches(images, labels, batch_size):
-    out = jax.device_get(eval_step(state, pipeline.shard_batch(batch, data_sharding)))
+    with interrupts.deferred("the evaluation batch"):
+      out = jax.device_get(eval_step(state, pipeline.shard_batch(batch, data_sharding)))
     faults.point("eval")
     logits.append(out.pop("logits")[batch["mask"] > 0])
     for k, v in out.items():
@@ -321,9 +323,12 @@ class _EpochLoop:
     while step < epoch_end:
       faults.point(f"step_{step}")
       batch = pipeline.shard_batch(next(batches), self.data_sharding)
-      self.state, step_metrics = self.train_step(self.state, batch, self.train_rng)
-      self.window.add(step, step_metrics)
-      step += 1
+      # A signal inside a jitted call (the first one compiles for seconds) can crash XLA
+      # (SIGSEGV seen at exit) or be swallowed; between steps the state is also never torn.
+      with interrupts.deferred("the training step"):
+        self.state, step_metrics = self.train_step(self.state, batch, self.train_rng)
+        self.window.add(step, step_metrics)
+        step += 1
       if step % config.train.log_every_steps == 0 or step == epoch_end:
         self.log_window(step, epoch, bar)
       if step != epoch_end and self.periodic_save_due(step):
