@@ -18,6 +18,7 @@ import numpy as np
 from carjax import models
 from carjax.data import augment
 from carjax.data import decode
+from carjax.errors import MissingPathError
 from carjax.train import checkpoint as ckpt
 from carjax.train.run_io import load_run_config
 
@@ -32,7 +33,7 @@ def restore_variables(workdir: str, which: str = ckpt.BEST):
   model = models.build_model(config.model, len(class_names))
   mngr = ckpt.manager(workdir, which)
   if mngr.latest_step() is None:
-    raise FileNotFoundError(
+    raise MissingPathError(
         f"no '{which}' checkpoint in {ckpt.checkpoint_dir(workdir, which)}; "
         f"train first, or choose --checkpoint={'last' if which == 'best' else 'best'}")
   abstract = jax.eval_shape(lambda r: loop.init_variables(model, config, r),
@@ -97,6 +98,9 @@ class Predictor:
     k = min(top_k, len(self.class_names))
     results = []
     for path, p in zip(kept, probs):
+      if not np.all(np.isfinite(p)):
+        failures.append((path, "the model's output is not finite (NaN or infinite)"))
+        continue
       order = np.argsort(-p)[:k]
       results.append({"file": path,
                       "top_k": [(self.class_names[i], float(p[i])) for i in order]})
@@ -115,12 +119,12 @@ def expand_inputs(inputs: Iterable[str]) -> list[str]:
     elif any(ch in item for ch in "*?["):
       matches = sorted(glob.glob(item, recursive=True))
       if not matches:
-        raise FileNotFoundError(f"--input={item!r} matches no file")
+        raise MissingPathError(f"--input={item!r} matches no file")
       files.extend(m for m in matches if os.path.isfile(m))
     elif os.path.isfile(item):
       files.append(item)
     else:
-      raise FileNotFoundError(f"--input={item!r}: no such file or folder")
+      raise MissingPathError(f"--input={item!r}: no such file or folder")
   return sorted(dict.fromkeys(files))
 
 

@@ -81,6 +81,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.every_epochs = 1
   c.eval.best_metric = "accuracy"  # Any key of the eval summary, e.g. 'macro_f1'.
 
+  c.checkpoint = ml_collections.ConfigDict()
+  # Besides every epoch's end, `checkpoints/last` is also saved every N steps and every M
+  # minutes (0: off), so a kill in a long epoch loses minutes, not the epoch.
+  c.checkpoint.every_steps = 0
+  c.checkpoint.every_minutes = 10.0
+
   c.init = ml_collections.ConfigDict()
   c.init.resume_from = ""  # Another workdir whose last checkpoint starts this run.
   # Fine-tuning from config.model.pretrained: the new classifier head starts at zero.

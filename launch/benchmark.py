@@ -15,7 +15,6 @@ Keras and PyTorch are optional (`pip install -e .[bench]`); a missing one is rep
       --data_limit=64 --output=/tmp/bench.json --markdown
 """
 
-import json
 import os
 import shlex
 import sys
@@ -23,6 +22,8 @@ import sys
 from absl import app
 from absl import flags
 
+from carjax import cli
+from carjax import jsonio
 from carjax.benchmark import configs, runner
 
 _MODELS = flags.DEFINE_list("models", list(configs.DEFAULT_MODELS),
@@ -89,7 +90,7 @@ def main(argv):
   output = os.path.abspath(_OUTPUT.value)
   os.makedirs(os.path.dirname(output), exist_ok=True)
   with open(output, "w") as f:
-    json.dump(report, f, indent=1)
+    jsonio.dump(report, f, indent=1)
   print(f"Wrote {output}")
   for model, by_metric in report["ratios"].items():
     for metric, by_name in by_metric.items():
@@ -105,4 +106,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

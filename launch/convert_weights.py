@@ -12,7 +12,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from carjax import extras
+from carjax import cli
 from carjax import logging_setup
 from carjax.convert import sources
 
@@ -45,4 +45,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(extras.exit_on_missing_extra(main))
+  cli.run(main)

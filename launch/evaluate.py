@@ -6,12 +6,12 @@ r"""Evaluates a workdir's best (or last) checkpoint on a split or on any image f
 Writes metrics.json, per_class.csv, confusion_matrix.{csv,png} and predictions.csv.
 """
 
-import json
 
 from absl import app
 from absl import flags
 from absl import logging  # pylint: disable=unused-import
-from carjax import extras
+from carjax import cli
+from carjax import jsonio
 from carjax import logging_setup
 
 from carjax.evaluation import evaluate
@@ -32,8 +32,8 @@ def main(argv):
   logging_setup.setup()
   summary = evaluate.evaluate_workdir(_WORKDIR.value, _CHECKPOINT.value, split=_SPLIT.value,
                                       folder=_FOLDER.value, output_dir=_OUTPUT.value)
-  print(json.dumps(summary, indent=2))
+  print(jsonio.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
-  app.run(extras.exit_on_missing_extra(main))
+  cli.run(main)

@@ -9,14 +9,14 @@ predict_bytes: encoded JPEG/PNG [batch]; metadata), class_names.txt, conventions
 with --tflite, model.tflite. See carjax/export.py.
 """
 
-import json
 import os
 
 from absl import app
 from absl import flags
 from absl import logging
 
-from carjax import extras
+from carjax import cli
+from carjax import jsonio
 from carjax import logging_setup
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
@@ -46,8 +46,8 @@ def main(argv):
              "resize_mode": result.conventions["resize_mode"],
              "num_classes": result.conventions["num_classes"],
              "checkpoint_step": result.conventions["source"]["step"]}
-  print(json.dumps(summary, indent=2))
+  print(jsonio.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
-  app.run(extras.exit_on_missing_extra(main))
+  cli.run(main)

@@ -14,7 +14,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from carjax import extras
+from carjax import cli
 from carjax import inference
 from carjax import logging_setup
 from carjax.reports import prediction_output
@@ -22,9 +22,9 @@ from carjax.reports import prediction_output
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint.")
 _INPUT = flags.DEFINE_multi_string("input", None, "Image file, folder or glob (repeatable).")
-_TOP_K = flags.DEFINE_integer("top_k", 3, "How many makes per image.")
+_TOP_K = flags.DEFINE_integer("top_k", 3, "How many makes per image.", lower_bound=1)
 _FORMAT = flags.DEFINE_enum("format", "table", ["table", "json", "csv"], "Output format.")
-_BATCH = flags.DEFINE_integer("batch_size", 32, "Images per forward pass.")
+_BATCH = flags.DEFINE_integer("batch_size", 32, "Images per forward pass.", lower_bound=1)
 _GRADCAM = flags.DEFINE_string(
     "gradcam", None, "Also write each image's Grad-CAM overlay (evidence for the predicted "
     "make, red = strong) to this folder as <name>_gradcam.png.")
@@ -56,4 +56,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(extras.exit_on_missing_extra(main))
+  cli.run(main)

@@ -18,7 +18,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
-from carjax import extras
+from carjax import cli
 from carjax import logging_setup
 from carjax.data import cars20
 from carjax.data import download
@@ -93,4 +93,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(extras.exit_on_missing_extra(main))
+  cli.run(main)

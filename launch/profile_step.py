@@ -18,6 +18,7 @@ import sys
 from absl import app
 from absl import flags
 
+from carjax import cli
 from carjax.benchmark import breakdown
 
 _MODEL = flags.DEFINE_string("model", "b0", "EfficientNet variant (b0, lite0, ...).")
@@ -50,4 +51,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  cli.run(main)

@@ -14,7 +14,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from carjax import extras
+from carjax import cli
 from carjax import logging_setup
 from carjax.reports import study
 
@@ -40,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(extras.exit_on_missing_extra(main))
+  cli.run(main)

@@ -18,7 +18,7 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging  # pylint: disable=unused-import
-from carjax import extras
+from carjax import cli
 from carjax import logging_setup
 from ml_collections import config_flags
 
@@ -59,4 +59,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(extras.exit_on_missing_extra(main))
+  cli.run(main)

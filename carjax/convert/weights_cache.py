@@ -22,6 +22,7 @@ import tempfile
 
 from absl import logging
 
+from carjax import errors
 from carjax.convert import sources
 from carjax.convert import store
 
@@ -30,7 +31,7 @@ AUTO_CONVERTED = {"lite0_imagenet": "lite0_pypi"}
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class PretrainedWeightsError(FileNotFoundError):
+class PretrainedWeightsError(errors.MissingPathError):
   """config.model.pretrained names nothing usable; the message says what to run."""
 
 

@@ -18,11 +18,13 @@ from typing import Iterator
 import jax
 import numpy as np
 
+from carjax.errors import DataError
+
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
   """Full training batches per epoch (the remainder is dropped; it differs every epoch)."""
   if num_examples < batch_size:
-    raise ValueError(
+    raise DataError(
         f"the training split has {num_examples} images, fewer than config.train.batch_size="
         f"{batch_size}; lower the batch size or add images")
   return num_examples // batch_size

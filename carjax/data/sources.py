@@ -26,6 +26,8 @@ from typing import Hashable, Iterable, Sequence, TypeVar, Union
 from absl import logging
 import numpy as np
 
+from carjax.errors import ConfigError, DataError, MissingPathError
+
 # File extensions (lower case) that are listed as images; anything else in a
 # class folder is ignored and reported. HEIC/AVIF are deliberately absent:
 # the project's decoder cannot rely on plugins for them being installed.
@@ -90,9 +92,9 @@ def check_split_fractions(val_fraction: float, test_fraction: float) -> None:
   for option, value in (("val_fraction", val_fraction),
                         ("test_fraction", test_fraction)):
     if not 0.0 <= value < 1.0:
-      raise ValueError(f"{option} must be in [0, 1), got {value}.")
+      raise ConfigError(f"{option} must be in [0, 1), got {value}.")
   if val_fraction + test_fraction >= 1.0:
-    raise ValueError(
+    raise ConfigError(
         f"val_fraction + test_fraction must be below 1 so that a train split "
         f"remains; got {val_fraction} + {test_fraction}.")
 
@@ -138,7 +140,7 @@ def stratified_split(
   return {split: sorted(items) for split, items in result.items()}
 
 
-def _canonical_split(split: str) -> str:
+def canonical_split(split: str) -> str:
   return _SPLIT_ALIASES.get(split.lower(), split)
 
 
@@ -147,15 +149,15 @@ def _ordered_splits(splits: Iterable[str]) -> tuple[str, ...]:
   return tuple(sorted(splits, key=lambda s: (_SPLIT_ORDER.get(s, 3), s)))
 
 
-def _resolve_split(split: str, available: Sequence[str], where: str) -> str:
+def resolve_split(split: str, available: Sequence[str], where: str) -> str:
   """Maps a requested split name (or alias, e.g. 'validation') to one we have."""
   if split in available:
     return split
-  canonical = _canonical_split(split)
+  canonical = canonical_split(split)
   for candidate in available:
-    if _canonical_split(candidate) == canonical:
+    if canonical_split(candidate) == canonical:
       return candidate
-  raise ValueError(
+  raise DataError(
       f"Unknown split {split!r} for {where}; available splits: "
       f"{', '.join(available) or '(none)'}.")
 
@@ -172,25 +174,57 @@ def _visible_subdirectories(path: str) -> list[str]:
                   if e.is_dir() and not e.name.startswith("."))
 
 
-def _list_images(class_dir: str) -> tuple[list[str], list[str]]:
+def _inside(path: str, folder: str) -> bool:
+  """Whether real path `path` is `folder` or lies under it."""
+  return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def _list_images(class_dir: str, data_root: str | None = None,
+                 skipped_links: list[str] | None = None) -> tuple[list[str], list[str]]:
   """All image files under `class_dir` (recursively), and the ignored files.
 
   Returns absolute paths, sorted, so the listing is deterministic regardless
-  of the file system's order.
+  of the file system's order. Symbolic links to folders inside the class
+  folder are followed only where they resolve inside that same (real) class
+  folder: a link out of the class (``up -> ..``, into another class or split,
+  out of the data root) would label other images with this class, and a loop
+  (``loop -> .``) would repeat them. Links to files are followed inside
+  `data_root` (default: the class folder). Every real file is listed once.
+  Skipped links are appended to `skipped_links` as "link -> target".
   """
+  class_root = os.path.realpath(class_dir)
+  file_root = os.path.realpath(data_root) if data_root else class_root
+  skipped = skipped_links if skipped_links is not None else []
   images, ignored = [], []
+  seen_dirs: set[str] = set()
+  seen_files: set[str] = set()
   for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+    seen_dirs.add(os.path.realpath(dirpath))
+    kept = []
     # Hidden folders (.git, .ipynb_checkpoints, ...) never hold class images.
-    dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+    for d in sorted(d for d in dirnames if not d.startswith(".")):
+      path = os.path.join(dirpath, d)
+      target = os.path.realpath(path)
+      if os.path.islink(path) and (not _inside(target, class_root) or target in seen_dirs or
+                                   _inside(os.path.realpath(dirpath), target)):
+        skipped.append(f"{path} -> {target}")
+        continue
+      kept.append(d)
+    dirnames[:] = kept
     for filename in filenames:
       path = os.path.join(dirpath, filename)
       # Hidden files include macOS "._x.jpg" resource forks, which have an
       # image extension but are not images.
-      if (not filename.startswith(".") and
-          os.path.splitext(filename)[1].lower() in IMAGE_EXTENSIONS):
-        images.append(path)
-      else:
+      if (filename.startswith(".") or
+          os.path.splitext(filename)[1].lower() not in IMAGE_EXTENSIONS):
         ignored.append(path)
+        continue
+      target = os.path.realpath(path)
+      if target in seen_files or (os.path.islink(path) and not _inside(target, file_root)):
+        skipped.append(f"{path} -> {target}")
+        continue
+      seen_files.add(target)
+      images.append(path)
   return sorted(images), sorted(ignored)
 
 
@@ -226,11 +260,11 @@ class ImageFolderSource:
     self.root = os.path.abspath(os.fspath(root))
     if not os.path.isdir(self.root):
       what = "is not a folder" if os.path.exists(self.root) else "does not exist"
-      raise FileNotFoundError(
+      raise MissingPathError(
           f"Image folder {self.root} {what}; {_EXPECTED_FOLDER_LAYOUT}.")
     top_folders = _visible_subdirectories(self.root)
     if not top_folders:
-      raise ValueError(
+      raise DataError(
           f"Image folder {self.root} contains no folders; "
           f"{_EXPECTED_FOLDER_LAYOUT}.")
 
@@ -238,6 +272,7 @@ class ImageFolderSource:
         name.lower() in _SPLIT_ALIASES for name in top_folders)
     self._records: dict[str, list[Record]] = {}
     self.ignored_files: dict[str, tuple[str, ...]] = {}
+    self.skipped_links: list[str] = []
     if self.has_split_folders:
       self._scan_split_folders(top_folders)
       self.split_params = None
@@ -248,12 +283,32 @@ class ImageFolderSource:
                                test_fraction=test_fraction)
       self.split_params = (split_seed, val_fraction, test_fraction)
     self.splits: tuple[str, ...] = _ordered_splits(self._records)
+    self._check_links()
+
+  def _check_links(self) -> None:
+    """Reports skipped links; refuses one real file under two classes or splits."""
+    if self.skipped_links:
+      logging.warning(
+          "Image folder %s: skipped %d symbolic links that leave their class folder, loop "
+          "or repeat files already listed, e.g. %s", self.root, len(self.skipped_links),
+          self.skipped_links[0])
+    owner: dict[str, tuple[str, int, str]] = {}
+    for split, records in self._records.items():
+      for r in records:
+        real = os.path.realpath(r.path)
+        first = owner.setdefault(real, (split, r.label, r.path))
+        if first[:2] != (split, r.label):
+          raise DataError(
+              f"Image folder {self.root}: the file {real} is listed as {r.path} (split "
+              f"{split}, class {self.class_names[r.label]}) and as {first[2]} (split "
+              f"{first[0]}, class {self.class_names[first[1]]}), through a symbolic link; "
+              "remove the link")
 
   def _scan_split_folders(self, split_folders: list[str]) -> None:
     train_folders = [f for f in split_folders
-                     if _canonical_split(f) == TRAIN]
+                     if canonical_split(f) == TRAIN]
     if len(train_folders) != 1:
-      raise ValueError(
+      raise DataError(
           f"Image folder {self.root} has split folders ({', '.join(split_folders)}) "
           f"but {'no' if not train_folders else 'more than one'} train split "
           f"folder; the train split defines the classes ({_EXPECTED_FOLDER_LAYOUT}).")
@@ -261,7 +316,7 @@ class ImageFolderSource:
     self.class_names: tuple[str, ...] = tuple(
         _visible_subdirectories(train_dir))
     if not self.class_names:
-      raise ValueError(
+      raise DataError(
           f"Train split folder {train_dir} has no class folders; expected "
           f"{train_dir}/<class>/<image>.")
     class_index = {name: i for i, name in enumerate(self.class_names)}
@@ -271,12 +326,13 @@ class ImageFolderSource:
       records, ignored = [], []
       for class_name in _visible_subdirectories(split_dir):
         if class_name not in class_index:
-          raise ValueError(
+          raise DataError(
               f"Class folder {os.path.join(split_dir, class_name)} has no "
               f"counterpart in the train split {train_dir}: every class must "
               "have training images. Rename or remove it, or add it to train. "
               f"Train classes: {', '.join(self.class_names)}.")
-        images, ignored_here = _list_images(os.path.join(split_dir, class_name))
+        images, ignored_here = _list_images(os.path.join(split_dir, class_name), self.root,
+                                            self.skipped_links)
         records.extend(Record(name=p, label=class_index[class_name], path=p)
                        for p in images)
         ignored.extend(ignored_here)
@@ -298,11 +354,12 @@ class ImageFolderSource:
     paths_by_class: dict[int, list[str]] = {}
     ignored: list[str] = []
     for label, class_name in enumerate(self.class_names):
-      images, ignored_here = _list_images(os.path.join(self.root, class_name))
+      images, ignored_here = _list_images(os.path.join(self.root, class_name), self.root,
+                                          self.skipped_links)
       paths_by_class[label] = images
       ignored.extend(ignored_here)
     if not any(paths_by_class.values()):
-      raise ValueError(
+      raise DataError(
           f"Image folder {self.root} has folders ({', '.join(class_folders[:5])}"
           f"{', ...' if len(class_folders) > 5 else ''}) but no image files "
           f"in them; {_EXPECTED_FOLDER_LAYOUT}. Image extensions: "
@@ -344,7 +401,7 @@ class ImageFolderSource:
       ValueError: naming the root and the available splits, for an unknown
         split.
     """
-    split = _resolve_split(split, self.splits, f"image folder {self.root}")
+    split = resolve_split(split, self.splits, f"image folder {self.root}")
     return list(self._records[split])
 
   def __repr__(self) -> str:
@@ -417,19 +474,19 @@ class TfdsSource:
       self._builder = tfds.builder(
           name, data_dir=os.fspath(data_dir) if data_dir else None)
     except Exception as e:  # DatasetNotFoundError and friends.
-      raise ValueError(f"TFDS has no dataset {name!r}: {e}") from e
+      raise DataError(f"TFDS has no dataset {name!r}: {e}") from e
     if not self._builder.is_prepared():
       self._prepare(manual_dir, download)
 
     features = self._builder.info.features
     for option, key in (("image_key", image_key), ("label_key", label_key)):
       if key not in features:
-        raise ValueError(
+        raise DataError(
             f"TFDS dataset {name!r} has no feature {key!r} ({option}); its "
             f"features are: {', '.join(features.keys())}.")
     label_feature = features[label_key]
     if not isinstance(label_feature, tfds.features.ClassLabel):
-      raise ValueError(
+      raise DataError(
           f"Feature {label_key!r} of TFDS dataset {name!r} is a "
           f"{type(label_feature).__name__}, not a ClassLabel; set label_key "
           "to its class-label feature.")
@@ -440,7 +497,7 @@ class TfdsSource:
 
     tfds_splits = list(self._builder.info.splits.keys())
     self._tfds_split_of: dict[str, str] = {
-        _canonical_split(s): s for s in tfds_splits}
+        canonical_split(s): s for s in tfds_splits}
     self._carved: dict[str, list[Record]] | None = None
     self._carve_from_train = (
         TRAIN in self._tfds_split_of and
@@ -458,7 +515,7 @@ class TfdsSource:
       hint = (CARS196_INSTRUCTIONS if self.name.split(":")[0] == "cars196" else
               "Prepare it first (tfds build, or TfdsSource(download=True)), "
               "or pass the data_dir that holds it.")
-      raise FileNotFoundError(
+      raise MissingPathError(
           f"TFDS dataset {self.name!r} is not prepared in "
           f"{self._builder.data_dir_root}. {hint}")
     if manual_dir is not None:
@@ -468,7 +525,7 @@ class TfdsSource:
                    if not os.path.exists(os.path.join(manual_dir, f))]
         if missing:
           # Without them TFDS would try the dead URLs and fail obscurely.
-          raise FileNotFoundError(
+          raise MissingPathError(
               f"TFDS manual_dir {manual_dir} lacks {', '.join(missing)}. "
               f"{CARS196_INSTRUCTIONS}")
     self._builder.download_and_prepare(
@@ -523,7 +580,7 @@ class TfdsSource:
 
   def records(self, split: str) -> list[Record]:
     """The split's examples in the dataset's stored order."""
-    split = _resolve_split(split, self.splits, f"TFDS dataset {self.name!r}")
+    split = resolve_split(split, self.splits, f"TFDS dataset {self.name!r}")
     if self._carve_from_train and (split == TRAIN or
                                    split not in self._tfds_split_of):
       return list(self._carve().get(split, []))
@@ -567,7 +624,7 @@ def open_source(spec: str, *, split_seed: int = 0, val_fraction: float = 0.15,
       accepted forms.
   """
   if not isinstance(spec, str) or not spec.strip():
-    raise ValueError(
+    raise DataError(
         f"config.data.source is empty or not a string ({spec!r}); "
         f"{_ACCEPTED_SPECS}.")
   spec = spec.strip()
@@ -576,20 +633,20 @@ def open_source(spec: str, *, split_seed: int = 0, val_fraction: float = 0.15,
   scheme, sep, rest = spec.partition(":")
   if sep and scheme == "tfds":
     if not rest.strip():
-      raise ValueError(f"config.data.source={spec!r} names no TFDS dataset; "
+      raise DataError(f"config.data.source={spec!r} names no TFDS dataset; "
                        f"{_ACCEPTED_SPECS}.")
     return TfdsSource(rest.strip(), data_dir=tfds_data_dir,
                       manual_dir=tfds_manual_dir, **split_options)
   if sep and scheme == "folder":
     if not rest.strip():
-      raise ValueError(f"config.data.source={spec!r} names no folder; "
+      raise DataError(f"config.data.source={spec!r} names no folder; "
                        f"{_ACCEPTED_SPECS}.")
     return ImageFolderSource(os.path.expanduser(rest.strip()), **split_options)
   # Anything else that looks like "scheme:..." (but is not an existing path or
   # a Windows drive such as C:\) is a typo or an unsupported source kind.
   looks_like_scheme = bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", spec))
   if looks_like_scheme and not os.path.exists(spec):
-    raise ValueError(
+    raise DataError(
         f"config.data.source={spec!r} has an unknown kind {scheme!r}; "
         f"{_ACCEPTED_SPECS}.")
   return ImageFolderSource(os.path.expanduser(spec), **split_options)

@@ -8,27 +8,54 @@ Writes into the output folder: `metrics.json` (headline figures), `per_class.csv
 from __future__ import annotations
 
 import csv
-import json
 import os
 from typing import Any
 
 from absl import logging
 import numpy as np
 
+from carjax import jsonio
 from carjax.data import cache as cache_lib
 from carjax.data import sources
+from carjax.errors import DataError
 from carjax.evaluation import metrics as metrics_lib
 from carjax.inference import Predictor
 from carjax.train import checkpoint as ckpt
 from carjax.train import run_io
 
 
+def _check_not_training_data(folder: str, source, predictor: Predictor) -> None:
+  """Refuses a folder that holds a train split or any of the run's training images: its
+  figures would mix seen images into a held-out evaluation."""
+  train_splits = [s for s in source.splits if source.has_split_folders and
+                  sources.canonical_split(s) == sources.TRAIN]
+  if train_splits:
+    raise DataError(
+        f"--folder={folder!r} holds a training split ({os.path.join(source.root, train_splits[0])})"
+        f": evaluating it would mix training images in. Point --folder at one split folder "
+        f"(e.g. {os.path.join(source.root, 'val')}), or use --split")
+  config = predictor.config
+  try:
+    run_source = run_io.open_configured_source(config.data)
+  except Exception:  # pylint: disable=broad-except
+    return  # The run's data is gone or elsewhere: nothing to compare with.
+  if not isinstance(run_source, sources.ImageFolderSource):
+    return
+  seen = {os.path.realpath(r.path) for r in run_source.records(config.data.train_split)}
+  overlap = [r.path for s in source.splits for r in source.records(s)
+             if os.path.realpath(r.path) in seen]
+  if overlap:
+    raise DataError(f"--folder={folder!r} holds {len(overlap)} images of the run's training "
+                    f"split, e.g. {overlap[0]}; evaluate on images the model has not seen")
+
+
 def _folder_split(folder: str, predictor: Predictor):
   """Every image of an image folder (all its splits), labelled by the run's class order."""
   source = sources.ImageFolderSource(folder)
+  _check_not_training_data(folder, source, predictor)
   unknown = sorted(set(source.class_names) - set(predictor.class_names))
   if unknown:
-    raise ValueError(f"--folder={folder!r} has classes the model never learned: {unknown}; "
+    raise DataError(f"--folder={folder!r} has classes the model never learned: {unknown}; "
                      f"it knows {list(predictor.class_names)}")
   remap = np.array([predictor.class_names.index(c) for c in source.class_names], np.int32)
   images, labels, names, failures = [], [], [], []
@@ -52,7 +79,7 @@ def write_evaluation(output_dir: str, labels: np.ndarray, logits: np.ndarray, na
   summary = metrics_lib.headline_metrics(labels, logits, num_classes)
   summary.update({"count": int(len(labels)), **(extra or {})})
   with open(os.path.join(output_dir, "metrics.json"), "w") as f:
-    json.dump(summary, f, indent=2)
+    jsonio.dump(summary, f, indent=2)
 
   confusion = metrics_lib.confusion_matrix(labels, predictions, num_classes)
   scores = metrics_lib.per_class_scores(confusion)
@@ -105,7 +132,7 @@ def evaluate_workdir(workdir: str, which: str = ckpt.BEST, split: str | None = N
     images, labels, names, failures = part.images, part.labels, part.names, part.failures
     target = split
   if len(labels) == 0:
-    raise ValueError(f"nothing to evaluate: no readable image in {folder or split!r}")
+    raise DataError(f"nothing to evaluate: no readable image in {folder or split!r}")
   logits = predictor.logits(images, batch_size=config.eval.batch_size)
   output_dir = output_dir or os.path.join(workdir, f"eval_{which}_{target}")
   meta = predictor.checkpoint_meta

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sys
+
+from carjax import jsonio
 
 
 def render(results, failures, fmt: str) -> str:
@@ -17,7 +18,7 @@ def render(results, failures, fmt: str) -> str:
         {"file": r["file"], "top_k": [{"make": m, "probability": round(p, 6)}
                                       for m, p in r["top_k"]]} for r in results],
                "unreadable": [{"file": f, "reason": why} for f, why in failures]}
-    return json.dumps(payload, indent=2) + "\n"
+    return jsonio.dumps(payload, indent=2) + "\n"
   if fmt == "csv":
     out = io.StringIO()
     w = csv.writer(out)

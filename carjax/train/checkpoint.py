@@ -4,15 +4,30 @@ A checkpoint holds the whole `TrainState` (parameters, optimiser state, BatchNor
 EMA) plus a JSON record of the run (epoch, metrics, class names). It is always restored into
 an abstract target built with `jax.eval_shape`, so optax's state keeps its types and every
 array lands with the sharding the mesh wants.
+
+Integrity: `save` stores a sha256 of every array group (params, opt_state, ...) in the JSON
+record, and `restore`/`restore_model_variables` recompute and compare them, so flipped bytes
+or a truncated file fail loudly (`DamagedCheckpointError`) instead of training on garbage.
+Saving a step that already exists replaces it (a resumed run re-saves the step a killed run
+had written), and SIGINT/SIGTERM wait until a save is complete.
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import os
+import shutil
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+
+from carjax import jsonio
+from carjax.errors import CheckpointError, NonFiniteError
+from carjax.train import faults
+from carjax.train import interrupts
 
 LAST, BEST = "last", "best"
 
@@ -29,10 +44,90 @@ def manager(workdir: str, which: str) -> ocp.CheckpointManager:
                                item_names=("state", "meta"))
 
 
+class DamagedCheckpointError(CheckpointError):
+  """A checkpoint step that cannot be read back or whose arrays fail their checksum."""
+
+
+# Top-level groups of a checkpointed TrainState with their own checksum; the model's
+# variables (the first three) are verified by inference too, which reads nothing else.
+MODEL_GROUPS = ("params", "batch_stats", "ema_params")
+
+
+def _group_of(state: Any, group: str):
+  return state.get(group) if isinstance(state, dict) else getattr(state, group, None)
+
+
+def checksums(state: Any, groups=None) -> dict[str, str]:
+  """sha256 over (dtype, shape, bytes) of every leaf of each group, in tree order.
+
+  Arrays not fully addressable by this process (a multi-host run) are left out of the hash;
+  their shape and dtype still count.
+  """
+  if groups is None:
+    groups = [g for g in ("step", "params", "opt_state", "batch_stats", "ema_params")
+              if _group_of(state, g) is not None]
+  out = {}
+  for group in groups:
+    digest = hashlib.sha256()
+    for leaf in jax.tree.leaves(_group_of(state, group)):
+      digest.update(f"{np.dtype(leaf.dtype).str}{tuple(np.shape(leaf))}".encode())
+      if getattr(leaf, "is_fully_addressable", True):
+        digest.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
+    out[group] = digest.hexdigest()
+  return out
+
+
+def verify(state: Any, meta: dict, where: str, groups=None) -> None:
+  """Raises `DamagedCheckpointError` when `state` does not match the checksums in `meta`."""
+  stored = meta.get("checksums")
+  if not stored:
+    return  # Saved before checksums were recorded.
+  groups = [g for g in (groups or stored) if g in stored]
+  found = checksums(state, groups)
+  bad = [g for g in groups if found[g] != stored[g]]
+  if bad:
+    raise DamagedCheckpointError(f"checkpoint {where} is damaged: its {', '.join(bad)} "
+                                 "differ from the checksums recorded when it was saved")
+
+
 def save(mngr: ocp.CheckpointManager, step: int, state: Any, meta: dict) -> None:
-  mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                          meta=ocp.args.JsonSave(meta)), force=True)
-  mngr.wait_until_finished()
+  """Saves `state` with `meta` (plus checksums) as `step`, replacing an existing `step`."""
+  which = os.path.basename(str(mngr.directory))
+  meta = jsonio.finite_or_none(dict(meta, checksums=checksums(state)))
+  with interrupts.deferred(f"the '{which}' checkpoint save"), faults.saving(which):
+    faults.point(f"save_{which}_begin")
+    mngr.reload()
+    aside = None
+    if step in mngr.all_steps():
+      # Replacing a step: the old one stays on disk, beside the manager's folder, until the
+      # new one is complete; `recover_replaced` puts it back after a kill in between.
+      aside = _replaced_path(mngr, step)
+      if os.path.exists(aside):
+        shutil.rmtree(aside)
+      os.rename(os.path.join(str(mngr.directory), str(step)), aside)
+      mngr.reload()
+    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                            meta=ocp.args.JsonSave(meta)), force=True)
+    mngr.wait_until_finished()
+    if aside:
+      shutil.rmtree(aside)
+
+
+def _replaced_path(mngr: ocp.CheckpointManager, step: int) -> str:
+  return f"{mngr.directory}.replaced-{step}"
+
+
+def recover_replaced(mngr: ocp.CheckpointManager) -> None:
+  """Finishes a replacement of a step that a kill interrupted: the old step goes back if
+  the new one was not completed, else the old copy is removed."""
+  mngr.reload()
+  for aside in glob.glob(f"{mngr.directory}.replaced-*"):
+    step = int(aside.rsplit("-", 1)[1])
+    if step in mngr.all_steps():
+      shutil.rmtree(aside)
+    else:
+      os.rename(aside, os.path.join(str(mngr.directory), str(step)))
+  mngr.reload()
 
 
 def abstract_like(state: Any) -> Any:
@@ -47,9 +142,22 @@ def restore(mngr: ocp.CheckpointManager, abstract_state: Any, step: int | None =
   step = mngr.latest_step() if step is None else step
   if step is None:
     return None
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
-  return restored["state"], restored["meta"]
+  where = f"{mngr.directory}/{step}"
+  try:
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+  except Exception as e:  # pylint: disable=broad-except
+    raise DamagedCheckpointError(f"checkpoint {where} cannot be read: "
+                                 f"{_first_line(e)}") from e
+  meta = dict(restored["meta"])
+  verify(restored["state"], meta, where)
+  meta.pop("checksums", None)
+  return restored["state"], meta
+
+
+def _first_line(error: BaseException) -> str:
+  text = str(error).strip().splitlines()
+  return f"{type(error).__name__}: {text[0] if text else ''}"
 
 
 def restore_model_variables(mngr: ocp.CheckpointManager, abstract_variables: Any,
@@ -62,21 +170,33 @@ def restore_model_variables(mngr: ocp.CheckpointManager, abstract_variables: Any
   its sharding.
   """
   step = mngr.latest_step() if step is None else step
-  restored = mngr.restore(step, args=ocp.args.Composite(
-      state=ocp.args.StandardRestore(_whole_on_first_local_device(mngr, step)),
-      meta=ocp.args.JsonRestore()))
+  where = f"{mngr.directory}/{step}"
+  try:
+    restored = mngr.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_whole_on_first_local_device(mngr, step)),
+        meta=ocp.args.JsonRestore()))
+  except Exception as e:  # pylint: disable=broad-except
+    raise DamagedCheckpointError(f"checkpoint {where} cannot be read: "
+                                 f"{_first_line(e)}") from e
   state = restored["state"]
+  meta = dict(restored["meta"])
+  verify(state, meta, where, MODEL_GROUPS)
+  meta.pop("checksums", None)
   params = state["ema_params"] if (use_ema and state.get("ema_params")) else state["params"]
   variables = {"params": params, "batch_stats": state.get("batch_stats") or {}}
   expected = jax.tree.map(lambda a: a.shape, abstract_variables)
   found = jax.tree.map(lambda a: tuple(a.shape), variables)
   if jax.tree.structure(expected) != jax.tree.structure(found) or expected != found:
-    raise ValueError(f"checkpoint {mngr.directory}/{step} does not fit the model of its "
-                     "config.json (different architecture or number of classes)")
+    raise CheckpointError(f"checkpoint {mngr.directory}/{step} does not fit the model of "
+                          "its config.json (different architecture or number of classes)")
+  if not all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(variables)
+             if np.issubdtype(np.asarray(x).dtype, np.inexact)):
+    raise NonFiniteError(f"checkpoint {where} holds NaN or infinite weights: the run that "
+                         "wrote it diverged; retrain with a lower learning rate")
   variables = jax.tree.map(
       lambda a, t: jax.device_put(a, t.sharding) if getattr(t, "sharding", None) else a,
       variables, abstract_variables)
-  return variables, restored["meta"]
+  return variables, meta
 
 
 def _whole_on_first_local_device(mngr: ocp.CheckpointManager, step: int) -> Any:

@@ -14,8 +14,10 @@ import ml_collections
 import numpy as np
 import tqdm
 
+from carjax import jsonio
 from carjax.data import cache as cache_lib
 from carjax.data import sources
+from carjax.errors import ConfigError, MissingPathError
 
 
 @dataclasses.dataclass
@@ -48,12 +50,13 @@ def open_configured_source(data_cfg: ml_collections.ConfigDict):
       tfds_manual_dir=data_cfg.get("tfds_manual_dir") or None)
 
 
-def load_data(config: ml_collections.ConfigDict) -> RunData:
-  """Opens `config.data.source` and decodes (or loads cached) train and eval splits."""
+def load_data(config: ml_collections.ConfigDict, source=None) -> RunData:
+  """Decodes (or loads cached) the train and eval splits of `source` (default: opens
+  `config.data.source`)."""
   data_cfg = config.data
   if not data_cfg.source:
-    raise ValueError(NO_DATA_HELP)
-  source = open_configured_source(data_cfg)
+    raise ConfigError(NO_DATA_HELP)
+  source = source or open_configured_source(data_cfg)
   cache_dir = os.path.expanduser(data_cfg.cache_dir) if data_cfg.cache_dir else None
   load = lambda split: cache_lib.load_split(
       source, split, image_size=data_cfg.image_size, resize_mode=data_cfg.resize_mode,
@@ -84,7 +87,7 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a workdir's run was trained with."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir!r} a carjax training workdir?")
+    raise MissingPathError(f"{path} not found: is {workdir!r} a carjax training workdir?")
   with open(path) as f:
     return ml_collections.ConfigDict(json.load(f))
 
@@ -99,7 +102,7 @@ class MetricWriter:
 
   def write(self, step: int, split: str, values: dict[str, Any]) -> None:
     scalars = {k: float(v) for k, v in values.items() if isinstance(v, (int, float, np.number))}
-    self._jsonl.write(json.dumps({"step": int(step), "split": split, **scalars}) + "\n")
+    self._jsonl.write(jsonio.dumps({"step": int(step), "split": split, **scalars}) + "\n")
     self._jsonl.flush()
     for k, v in scalars.items():
       self._tb.add_scalar(f"{split}/{k}", v, step)

@@ -29,6 +29,8 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from carjax.errors import ConfigError
+
 DATA, FSDP = "data", "fsdp"
 BATCH_AXES = (DATA, FSDP)  # The batch is split over every device.
 # Arrays smaller than this stay replicated under FSDP: splitting biases and BatchNorm
@@ -46,7 +48,7 @@ def make_mesh(config: ml_collections.ConfigDict) -> jax.sharding.Mesh:
   num_devices = jax.device_count()
   fsdp = fsdp_size(config)
   if fsdp < 1 or num_devices % fsdp:
-    raise ValueError(f"config.mesh.fsdp={fsdp} must be a positive divisor of the "
+    raise ConfigError(f"config.mesh.fsdp={fsdp} must be a positive divisor of the "
                      f"{num_devices} devices")
   auto = jax.sharding.AxisType.Auto
   mesh = jax.make_mesh((num_devices // fsdp, fsdp), (DATA, FSDP), axis_types=(auto, auto))
@@ -61,14 +63,14 @@ def check_batch_sizes(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh
   devices = mesh.size
   accum = int(config.train.get("grad_accum_steps", 1))
   if accum < 1:
-    raise ValueError(f"config.train.grad_accum_steps={accum} must be at least 1")
+    raise ConfigError(f"config.train.grad_accum_steps={accum} must be at least 1")
   if config.train.batch_size % (devices * accum):
-    raise ValueError(
+    raise ConfigError(
         f"config.train.batch_size={config.train.batch_size} must be a multiple of the "
         f"{devices} devices × config.train.grad_accum_steps={accum} (each micro-batch is "
         "split over every device)")
   if config.eval.batch_size % devices:
-    raise ValueError(f"config.eval.batch_size={config.eval.batch_size} must be a multiple of "
+    raise ConfigError(f"config.eval.batch_size={config.eval.batch_size} must be a multiple of "
                      f"the {devices} devices")
 
 

@@ -27,6 +27,7 @@ import ml_collections
 import optax
 
 from carjax.data import augment
+from carjax.train import optim
 from carjax.train.state import TrainState
 
 
@@ -41,6 +42,14 @@ def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0
   if example_weights is None:
     return jnp.mean(losses), losses
   return jnp.sum(losses * example_weights) / jnp.maximum(jnp.sum(example_weights), 1e-8), losses
+
+
+def _trained_norm(grads, frozen_pattern: str):
+  """Global norm of the gradients of trained parameters; frozen ones are left out, so XLA
+  still drops their backward pass."""
+  labels = jax.tree.leaves(optim.param_groups(grads, frozen_pattern))
+  return optax.tree.norm([g for g, label in zip(jax.tree.leaves(grads), labels)
+                          if label != "frozen"])
 
 
 def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, num_classes: int,
@@ -95,6 +104,8 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, num_cla
         "loss_sum": loss * count,
         "correct": jnp.sum(jnp.argmax(logits, -1) == labels),
         "count": jnp.asarray(count, jnp.int32),
+        # The host stops the run on a non-finite loss or gradient (carjax.train.loop).
+        "grad_norm": _trained_norm(grads, train_cfg.frozen_params),
     }
     return new_state, metrics
 

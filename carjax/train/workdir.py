@@ -1,0 +1,179 @@
+"""One run per workdir at a time, and a rerun only continues the run that is there.
+
+`WorkdirLock` holds an exclusive `flock` on `<workdir>/.carjax.lock` for the whole run: a second
+process on the same workdir stops at once naming the holder's pid. The kernel drops the lock
+when its holder dies, even by SIGKILL, so a stale lock never blocks a rerun.
+
+`check_rerun` compares what a rerun would train (config, class names, model shapes) with the
+run already in the workdir *before anything is written*, and refuses a mismatch listing every
+difference. Options that change neither the model nor the data nor the optimisation path
+(`RESUMABLE_CHANGES`: length, logging, evaluation batch size, checkpoint frequency, cache and
+worker settings) may change; they are listed in a warning.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+from typing import Any, Mapping
+
+from absl import logging
+import ml_collections
+import orbax.checkpoint as ocp
+
+from carjax.errors import WorkdirLockedError, WorkdirMismatchError
+from carjax.train import checkpoint as ckpt
+
+LOCK_FILE = ".carjax.lock"
+
+# Fields a rerun may change: they decide how long the run is, what it logs and how often it
+# saves, not what a given step computes. train.num_epochs changes the length (and with it the
+# learning-rate schedule's end): training longer than first planned is the usual reason to
+# rerun. eval.every_epochs changes which epochs are compared for `best`. Anything else (the
+# model, the optimiser and its schedule, augmentation, the seed, batch size, image size,
+# splits) would make the resumed run a different experiment than the checkpoint's.
+RESUMABLE_CHANGES = frozenset({
+    "train.num_epochs", "train.log_every_steps", "eval.batch_size", "eval.every_epochs",
+    "checkpoint.every_steps", "checkpoint.every_minutes", "data.cache_dir",
+    "data.num_workers", "data.tfds_data_dir", "data.tfds_manual_dir", "init.resume_from",
+    # The data may move; its class names are compared, and the model's shapes.
+    "data.source",
+})
+
+
+class WorkdirLock:
+  """Context manager: an exclusive lock on a workdir, released on exit or process death."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.workdir = os.path.abspath(workdir)
+    self.path = os.path.join(self.workdir, LOCK_FILE)
+    self.enabled = enabled
+    self._file = None
+
+  def __enter__(self) -> "WorkdirLock":
+    os.makedirs(self.workdir, exist_ok=True)
+    if not self.enabled:
+      return self
+    f = open(self.path, "a+")
+    try:
+      fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      f.seek(0)
+      holder = f.read().strip() or "unknown pid"
+      f.close()
+      raise WorkdirLockedError(
+          f"workdir {self.workdir} is in use by another run ({holder}); wait for it to end "
+          "or stop it, or choose another --workdir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}")
+    f.flush()
+    self._file = f
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._file is not None:
+      self._file.truncate(0)
+      fcntl.flock(self._file, fcntl.LOCK_UN)
+      self._file.close()
+      self._file = None
+
+
+def flat_config(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
+  """'section.field' -> JSON value (tuples and lists alike)."""
+  tree = json.loads(config.to_json_best_effort()) if hasattr(config, "to_json_best_effort") \
+      else config
+  out = {}
+
+  def walk(node, prefix):
+    for k, v in node.items():
+      if isinstance(v, dict):
+        walk(v, f"{prefix}{k}.")
+      else:
+        out[f"{prefix}{k}"] = v
+  walk(tree, "")
+  return out
+
+
+def _checkpoint_shapes(workdir: str) -> tuple[str, dict] | None:
+  """(checkpoint path, {'params/..': shape}) of the newest step of `last`, else `best`."""
+  for which in (ckpt.LAST, ckpt.BEST):
+    mngr = ckpt.manager(workdir, which)
+    step = mngr.latest_step()
+    if step is None:
+      continue
+    where = f"{mngr.directory}/{step}"
+    try:
+      tree = ocp.StandardCheckpointer().metadata(f"{where}/state").item_metadata
+      return where, {k: v for group in ("params", "batch_stats")
+                     for k, v in _shapes(tree.get(group), group).items()}
+    except Exception:  # pylint: disable=broad-except
+      return None  # Unreadable: the restore reports it (and falls back).
+  return None
+
+
+def _shapes(tree, prefix: str) -> dict[str, tuple]:
+  """{'prefix/a/b': shape} of a nested mapping of arrays (or array metadata)."""
+  if tree is None:
+    return {}
+  if isinstance(tree, Mapping):
+    return {k: v for key, sub in tree.items() for k, v in _shapes(sub, f"{prefix}/{key}").items()}
+  return {prefix: tuple(tree.shape)}
+
+
+def _model_differences(workdir: str, abstract_variables) -> list[str]:
+  found = _checkpoint_shapes(workdir)
+  if found is None:
+    return []
+  where, stored = found
+  wanted = {k: v for group in ("params", "batch_stats")
+            for k, v in _shapes(abstract_variables.get(group), group).items()}
+  diffs = [f"model {k}: checkpoint {stored.get(k, 'absent')}, now {wanted.get(k, 'absent')}"
+           for k in sorted(set(stored) | set(wanted)) if stored.get(k) != wanted.get(k)]
+  if len(diffs) > 6:
+    diffs = diffs[:6] + [f"... and {len(diffs) - 6} more arrays differ (in {where})"]
+  return diffs
+
+
+def has_checkpoint(workdir: str) -> bool:
+  return any(ckpt.manager(workdir, w).latest_step() is not None
+             for w in (ckpt.LAST, ckpt.BEST)
+             if os.path.isdir(ckpt.checkpoint_dir(workdir, w)))
+
+
+def check_rerun(workdir: str, config: ml_collections.ConfigDict, class_names,
+                abstract_variables) -> None:
+  """Refuses (WorkdirMismatchError) a rerun that would continue another run's checkpoints."""
+  if not has_checkpoint(workdir):
+    return
+  problems = []
+  config_path = os.path.join(workdir, "config.json")
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      before = flat_config(json.load(f))
+    now = flat_config(config)
+    changed = [k for k in sorted(set(before) & set(now)) if before[k] != now[k]]
+    allowed = [k for k in changed if k in RESUMABLE_CHANGES]
+    problems += [f"config.{k}: {before[k]!r} -> {now[k]!r}" for k in changed
+                 if k not in RESUMABLE_CHANGES]
+    if allowed:
+      logging.warning("Resuming %s with changed %s.", workdir, ", ".join(
+          f"config.{k} ({before[k]!r} -> {now[k]!r})" for k in allowed))
+  names_path = os.path.join(workdir, "class_names.json")
+  if os.path.exists(names_path):
+    with open(names_path) as f:
+      before_names = json.load(f)
+    if list(before_names) != list(class_names):
+      gone = [c for c in before_names if c not in class_names]
+      new = [c for c in class_names if c not in before_names]
+      problems.append(f"classes: {len(before_names)} -> {len(class_names)}"
+                      + (f", removed {gone}" if gone else "") + (f", added {new}" if new else "")
+                      + ("" if gone or new else ", same names in another order"))
+  problems += _model_differences(workdir, abstract_variables)
+  if problems:
+    raise WorkdirMismatchError(
+        f"--workdir={workdir} holds a run that differs from this one in: "
+        + "; ".join(problems) + ". Nothing was changed; use a new --workdir (with "
+        "--config.init.resume_from to start from that run's weights) or the run's own config")
