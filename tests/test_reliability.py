@@ -411,7 +411,8 @@ def test_a_rerun_may_change_the_length():
     ("data.image_size", 0), ("data.val_fraction", 1.5), ("data.train_split", ""),
     ("data.augment.crop_scale", (0.0, 1.0)), ("model.dtype", "float8"),
     ("model.name", "resnet"), ("checkpoint.every_steps", -1),
-    ("init.resume_from", "/nonexistent/run"),
+    ("init.resume_from", "/nonexistent/run"), ("train.grad_accum_steps", 0),
+    ("mesh.fsdp", 0),
 ])
 def test_every_config_value_is_checked_before_data_is_read(option, value, tmp_path):
   config = tiny_cnn.get_config()

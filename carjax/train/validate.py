@@ -148,6 +148,11 @@ def _validate_train(config) -> None:
   _check_range(config, "train.grad_clip_norm", 0.0)
   _check_range(config, "train.ema_decay", 0.0, 1.0, high_open=True)
   _check_range(config, "train.log_every_steps", 1, integer=True)
+  if "grad_accum_steps" in train:
+    _check_range(config, "train.grad_accum_steps", 1, integer=True)
+  if "mesh" in config:
+    _check_range(config, "mesh.fsdp", 1, integer=True)
+    _check_range(config, "mesh.fsdp_min_size", 0, integer=True)
   if not isinstance(train.class_weights, bool):
     raise ConfigError(f"config.train.class_weights must be True or False, "
                       f"got {train.class_weights!r}")
