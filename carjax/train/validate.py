@@ -118,9 +118,8 @@ def _validate_model(config) -> None:
       raise ConfigError(f"config.model.{name} must be 3 finite numbers (R, G, B), got {values}")
   if any(v <= 0 for v in model.input_std):
     raise ConfigError(f"config.model.input_std must be > 0, got {tuple(model.input_std)}")
-  if model.pretrained and not os.path.isdir(os.path.expanduser(model.pretrained)):
-    raise ConfigError(f"config.model.pretrained={model.pretrained!r} is not a folder "
-                      "(write one with `python -m launch.convert_weights`)")
+  # config.model.pretrained (a folder or a known weights name) is resolved right after this
+  # check by carjax.convert.weights_cache, which converts or stops with a one-line error.
   try:
     models.build_model(model, 2)
   except (ValueError, KeyError, TypeError, AttributeError) as e:
