@@ -57,11 +57,13 @@ def _group_of(state: Any, group: str):
   return state.get(group) if isinstance(state, dict) else getattr(state, group, None)
 
 
-def checksums(state: Any, groups=None) -> dict[str, str]:
+def checksums(state: Any, groups=None) -> dict[str, str | None]:
   """sha256 over (dtype, shape, bytes) of every leaf of each group, in tree order.
 
-  Arrays not fully addressable by this process (a multi-host run) are left out of the hash;
-  their shape and dtype still count.
+  A replicated array is hashed from this process's copy, so every process (and a later
+  restore on any number of devices) computes the same digest. A group holding an array that
+  is split across processes (FSDP over several hosts) cannot be hashed by one process: its
+  entry is None, and `verify` skips it.
   """
   if groups is None:
     groups = [g for g in ("step", "params", "opt_state", "batch_stats", "ema_params")
@@ -72,8 +74,14 @@ def checksums(state: Any, groups=None) -> dict[str, str]:
     for leaf in jax.tree.leaves(_group_of(state, group)):
       digest.update(f"{np.dtype(leaf.dtype).str}{tuple(np.shape(leaf))}".encode())
       if getattr(leaf, "is_fully_addressable", True):
-        digest.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
-    out[group] = digest.hexdigest()
+        data = jax.device_get(leaf)
+      elif leaf.is_fully_replicated:
+        data = np.asarray(leaf.addressable_data(0))
+      else:
+        digest = None
+        break
+      digest.update(np.ascontiguousarray(data).tobytes())
+    out[group] = None if digest is None else digest.hexdigest()
   return out
 
 
@@ -82,9 +90,10 @@ def verify(state: Any, meta: dict, where: str, groups=None) -> None:
   stored = meta.get("checksums")
   if not stored:
     return  # Saved before checksums were recorded.
-  groups = [g for g in (groups or stored) if g in stored]
+  groups = [g for g in (groups or stored) if stored.get(g) is not None]
   found = checksums(state, groups)
-  bad = [g for g in groups if found[g] != stored[g]]
+  # None: this process cannot hash the group (split across processes), so it cannot check it.
+  bad = [g for g in groups if found[g] is not None and found[g] != stored[g]]
   if bad:
     raise DamagedCheckpointError(f"checkpoint {where} is damaged: its {', '.join(bad)} "
                                  "differ from the checksums recorded when it was saved")

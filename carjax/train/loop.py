@@ -10,6 +10,7 @@ resumed run reproduces an uninterrupted one.
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 

@@ -40,6 +40,9 @@ RESUMABLE_CHANGES = frozenset({
     "data.num_workers", "data.tfds_data_dir", "data.tfds_manual_dir", "init.resume_from",
     # The data may move; its class names are compared, and the model's shapes.
     "data.source",
+    # How the run is laid over devices: a checkpoint restores onto any mesh (issue 14), and
+    # the steps compute the same global batch whatever the layout (within float rounding).
+    "mesh.fsdp", "mesh.fsdp_min_size",
 })
 
 
