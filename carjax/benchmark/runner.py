@@ -122,11 +122,10 @@ def stack_keys(settings: Settings) -> list[tuple[str, str, str | None, str]]:
 
 
 def worker_env(settings: Settings, stack: str, variant: str = "shipped") -> dict[str, str]:
-  environ = host_runtime.without_malloc_tuning(dict(os.environ))
   carjax_side = stack in ("carjax", "pipeline")
-  if variant == "hugepages" or (carjax_side and variant != "glibc"):
-    environ = host_runtime.with_malloc_tuning(environ)
-    environ.pop(host_runtime.SWITCH)
+  tuned = variant == "hugepages" or (carjax_side and variant != "glibc")
+  environ = (host_runtime.with_malloc_tuning if tuned
+             else host_runtime.without_malloc_tuning)(dict(os.environ))
   if variant == "no_xla_options":
     environ["CARJAX_XLA_CPU_OPTIONS"] = "0"
   threads = str(settings.threads)

@@ -40,6 +40,7 @@ from carjax.reports import results_figures
 from carjax.reports import training_figures
 from carjax.reports.report_writer import Report
 from carjax.train import checkpoint as ckpt
+from carjax.train import workdir as workdir_lib
 from carjax.train import loop
 from carjax.train import run_io
 
@@ -100,24 +101,10 @@ def model_configs(study_config: ml_collections.ConfigDict) -> dict[str, ml_colle
   return configs
 
 
-def _flat(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  """'section.field' → JSON value (tuples and lists alike), for comparing configs."""
-  out = {}
-
-  def walk(tree, prefix):
-    for k, v in tree.items():
-      if isinstance(v, dict):
-        walk(v, f"{prefix}{k}.")
-      else:
-        out[f"{prefix}{k}"] = v
-  walk(json.loads(config.to_json_best_effort()), "")
-  return out
-
-
 def config_differences(wanted: ml_collections.ConfigDict,
                        actual: ml_collections.ConfigDict) -> list[str]:
   """Fields (other than bookkeeping ones) where a run's config differs from the study's."""
-  a, b = _flat(wanted), _flat(actual)
+  a, b = workdir_lib.flat_config(wanted), workdir_lib.flat_config(actual)
   keys = sorted(set(a) | set(b))
   return [k for k in keys if a.get(k) != b.get(k) and k not in _IRRELEVANT_FIELDS]
 
