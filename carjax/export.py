@@ -61,7 +61,7 @@ from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top,wrong
 from carjax import inference
 from carjax.data import augment
 from carjax.data import decode
-from carjax.train import checkpoint as ckpt
+from carjax import checkpoint as ckpt
 
 SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILE = "model.tflite"

@@ -7,7 +7,6 @@ report and the exporter build on: it applies exactly the preprocessing of evalua
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Iterable, Sequence
 
@@ -18,18 +17,17 @@ import numpy as np
 from carjax import models
 from carjax.data import augment
 from carjax.data import decode
+from carjax import workdir as workdir_lib
 from carjax.errors import MissingPathError
-from carjax.train import checkpoint as ckpt
-from carjax.train.run_io import load_run_config
+from carjax import checkpoint as ckpt
 
 
 def restore_variables(workdir: str, which: str = ckpt.BEST):
   """(config, class_names, model, eval variables, checkpoint meta) of a workdir's checkpoint."""
   # Imported here: the loop module imports this package's siblings at import time.
   from carjax.train import loop  # pylint: disable=g-import-not-at-top
-  config = load_run_config(workdir)
-  with open(os.path.join(workdir, "class_names.json")) as f:
-    class_names = tuple(json.load(f))
+  config = workdir_lib.load_run_config(workdir)
+  class_names = workdir_lib.read_class_names(workdir)
   model = models.build_model(config.model, len(class_names))
   mngr = ckpt.manager(workdir, which)
   if mngr.latest_step() is None:

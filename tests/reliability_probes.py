@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from carjax.train import checkpoint as ckpt
+from carjax import checkpoint as ckpt
 from tests.conftest import REPO_ROOT, write_synthetic_folder
 from tests.test_reliability import TRAIN_FLAGS, final_result
 

@@ -11,12 +11,14 @@ import pytest
 
 from conftest import require_shared
 
-from carjax.convert import sources, store
+from carjax import checkpoint as store
+from carjax.convert import sources
 from carjax.convert.keras_h5 import IMAGENET_STDDEV_RGB, keras_input_normalization
 from carjax.convert.mapping import ConversionError
 from carjax.convert.torch_legacy import (read_safetensors, read_state_dict,
                                          read_torch_file, write_safetensors)
-from carjax.models.pretrained import load_pretrained, model_from_conventions
+from carjax.checkpoint import load_converted as load_pretrained
+from tests.helpers import model_from_conventions
 
 
 def _normalise(pixels, conventions):

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from carjax.train import checkpoint as ckpt
+from carjax import checkpoint as ckpt
 from carjax.train import sharding as sharding_lib
 from tests.conftest import REPO_ROOT, write_synthetic_folder
 
@@ -164,7 +164,7 @@ def _abstract_state(workdir):
   """The run's train state as ShapeDtypeStructs with this process's (one-device) shardings."""
   from carjax import models
   from carjax.train import loop, optim
-  from carjax.train.run_io import load_run_config
+  from carjax.workdir import load_run_config
   config = load_run_config(str(workdir))
   model = models.build_model(config.model, 3)
   rng = jax.random.key(0)

@@ -23,7 +23,7 @@ from carjax import litert  # pylint: disable=g-import-not-at-top,wrong-import-po
 from carjax import inference
 from carjax import models
 from carjax.data import decode
-from carjax.train import checkpoint as ckpt
+from carjax import checkpoint as ckpt
 from carjax.train import loop, optim
 from configs import tiny_cnn
 from tests.conftest import REPO_ROOT

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from carjax.evaluation import metrics
+from carjax import metrics
 
 
 def test_metrics_by_hand():

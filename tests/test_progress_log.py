@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from carjax.train import run_io
+from carjax.train import progress
 
 
 def test_non_terminal_progress_line_has_images_per_second_and_eta(monkeypatch, caplog):
   clock = iter([100.0, 110.0, 120.0])  # Constructed at 100 s; updates at 110 s and 120 s.
-  monkeypatch.setattr(run_io.time, "perf_counter", lambda: next(clock))
-  monkeypatch.setattr(run_io.sys, "stderr", open("/dev/null", "w"))  # Not a terminal.
-  bar = run_io.ProgressBar(epoch=2, num_epochs=3, start=10, total=50)
+  monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+  monkeypatch.setattr(progress.sys, "stderr", open("/dev/null", "w"))  # Not a terminal.
+  bar = progress.ProgressBar(epoch=2, num_epochs=3, start=10, total=50)
   with caplog.at_level(logging.INFO, logger="absl"):  # Whatever verbosity earlier tests left.
     bar.update(20, loss=1.5, accuracy=0.25, images_per_s=12.5)
     bar.update(30, loss=1.25, accuracy=0.5, images_per_s=12.0)
@@ -25,5 +25,5 @@ def test_non_terminal_progress_line_has_images_per_second_and_eta(monkeypatch, c
 
 
 def test_format_duration():
-  assert run_io.format_duration(3723.4) == "1:02:03"
-  assert run_io.format_duration(-5) == "0:00:00"
+  assert progress.format_duration(3723.4) == "1:02:03"
+  assert progress.format_duration(-5) == "0:00:00"

@@ -1,7 +1,7 @@
 """Reliability (issue 12): no run lost, stuck, silently relabelled or trained on NaNs.
 
 The kill/resume tests run real training subprocesses (the tiny CNN on a synthetic folder,
-2 epochs of 6 steps) and stop them at named points with `CARJAX_FAULT` (carjax/train/faults.py):
+2 epochs of 6 steps) and stop them at named points with `CARJAX_FAULT` (carjax/faults.py):
 SIGKILL, SIGINT and SIGTERM inside a step, an evaluation, and each checkpoint save. The same
 command then resumes, and the result must be bitwise the uninterrupted run's. A persistent
 XLA compilation cache shared by the subprocesses keeps each one to a few seconds.
@@ -24,11 +24,11 @@ import pytest
 from carjax import errors
 from carjax import jsonio
 from carjax.data import sources
-from carjax.train import checkpoint as ckpt
+from carjax import checkpoint as ckpt
 from carjax.train import loop
 from carjax.train import recovery
 from carjax.train import validate
-from carjax.train import workdir as workdir_lib
+from carjax.train import rerun
 from configs import tiny_cnn
 from tests.conftest import REPO_ROOT, write_synthetic_folder
 
@@ -330,7 +330,7 @@ def test_saving_an_existing_step_replaces_it(reference, tmp_path):
 
 def test_a_second_run_on_a_workdir_stops_at_once(env, cars, tmp_path):
   workdir = tmp_path / "run"
-  with workdir_lib.WorkdirLock(str(workdir)):
+  with rerun.WorkdirLock(str(workdir)):
     proc = train(env, cars, workdir)
   assert proc.returncode == 2
   (line,) = error_lines(proc.stderr, "launch.train")
@@ -341,21 +341,21 @@ def test_a_second_run_on_a_workdir_stops_at_once(env, cars, tmp_path):
 def test_the_lock_of_a_killed_run_is_free(tmp_path):
   workdir = tmp_path / "run"
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time; from carjax.train import workdir as w; "
+      [sys.executable, "-c", "import sys, time; from carjax.train import rerun as w; "
        f"lock = w.WorkdirLock({str(workdir)!r}).__enter__(); print('held', flush=True); "
        "time.sleep(60)"], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
   assert holder.stdout.readline().strip() == "held"
   with pytest.raises(errors.WorkdirLockedError, match=f"pid {holder.pid}"):
-    workdir_lib.WorkdirLock(str(workdir)).__enter__()
+    rerun.WorkdirLock(str(workdir)).__enter__()
   holder.send_signal(signal.SIGKILL)
   holder.wait()
-  with workdir_lib.WorkdirLock(str(workdir)):  # Taken over at once.
-    assert f"pid {os.getpid()}" in (workdir / workdir_lib.LOCK_FILE).read_text()
+  with rerun.WorkdirLock(str(workdir)):  # Taken over at once.
+    assert f"pid {os.getpid()}" in (workdir / rerun.LOCK_FILE).read_text()
 
 
 def _workdir_files(workdir):
   return {p: p.read_bytes() for p in pathlib.Path(workdir).rglob("*")
-          if p.is_file() and p.name != workdir_lib.LOCK_FILE}
+          if p.is_file() and p.name != rerun.LOCK_FILE}
 
 
 @pytest.mark.parametrize("change, expected", [
@@ -392,11 +392,11 @@ def test_a_mismatched_rerun_is_refused_before_writing(reference, cars, tmp_path,
 
 def test_a_rerun_may_change_the_length():
   config = tiny_cnn.get_config()
-  stored = workdir_lib.flat_config(config)
+  stored = rerun.flat_config(config)
   config.train.num_epochs = 5
-  changed = [k for k, v in workdir_lib.flat_config(config).items() if stored[k] != v]
+  changed = [k for k, v in rerun.flat_config(config).items() if stored[k] != v]
   assert changed == ["train.num_epochs"]
-  assert set(changed) <= workdir_lib.RESUMABLE_CHANGES
+  assert set(changed) <= rerun.RESUMABLE_CHANGES
 
 
 # ---------------------------------------------------------------------- config and data

@@ -17,9 +17,9 @@ import pytest
 from carjax import models
 from carjax.reports import gradcam
 from carjax.reports import model_figures
-from carjax.reports import plotting
+from carjax import plotting
 from carjax.reports import study
-from carjax.train import checkpoint as ckpt
+from carjax import checkpoint as ckpt
 from configs import tiny_study
 from tests.conftest import REPO_ROOT, write_synthetic_folder
 

@@ -14,7 +14,7 @@ import pytest
 
 from carjax import models
 from carjax.data import pipeline
-from carjax.train import checkpoint as ckpt
+from carjax import checkpoint as ckpt
 from carjax.train import loop, optim, steps
 from configs import tiny_cnn
 from tests.conftest import REPO_ROOT
@@ -204,7 +204,7 @@ def test_frozen_parameters_never_move_and_their_backward_is_dropped():
 
 
 def test_state_from_pretrained_keeps_backbone_and_resets_head(tmp_path):
-  from carjax.convert import store
+  from carjax import checkpoint
   from configs import efficientnet_lite0_finetune
   config = efficientnet_lite0_finetune.get_config()
   config.data.image_size = 32
@@ -213,7 +213,7 @@ def test_state_from_pretrained_keeps_backbone_and_resets_head(tmp_path):
   imagenet = imagenet_model.init(jax.random.key(7), jnp.zeros((1, 32, 32, 3)), train=False)
   # Non-trivial statistics, so a pretrained value cannot equal a fresh one by accident.
   imagenet = jax.tree.map(lambda a: np.asarray(a) + 0.25, imagenet)
-  store.save_converted(config.model.pretrained, imagenet, dict(
+  checkpoint.save_converted(config.model.pretrained, imagenet, dict(
       model="efficientnet", variant="lite0", num_classes=1000,
       padding=imagenet_model.padding, bn_epsilon=imagenet_model.bn_epsilon,
       activation=imagenet_model.activation, se=imagenet_model.se,

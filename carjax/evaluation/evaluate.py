@@ -15,13 +15,14 @@ from absl import logging
 import numpy as np
 
 from carjax import jsonio
+from carjax import workdir as workdir_lib
 from carjax.data import cache as cache_lib
+from carjax.data import loading
 from carjax.data import sources
 from carjax.errors import DataError
-from carjax.evaluation import metrics as metrics_lib
+from carjax import metrics as metrics_lib
 from carjax.inference import Predictor
-from carjax.train import checkpoint as ckpt
-from carjax.train import run_io
+from carjax import checkpoint as ckpt
 
 
 def _check_not_training_data(folder: str, source, predictor: Predictor) -> None:
@@ -36,7 +37,7 @@ def _check_not_training_data(folder: str, source, predictor: Predictor) -> None:
         f"(e.g. {os.path.join(source.root, 'val')}), or use --split")
   config = predictor.config
   try:
-    run_source = run_io.open_configured_source(config.data)
+    run_source = loading.open_configured_source(config.data)
   except Exception:  # pylint: disable=broad-except
     return  # The run's data is gone or elsewhere: nothing to compare with.
   if not isinstance(run_source, sources.ImageFolderSource):
@@ -101,8 +102,8 @@ def write_evaluation(output_dir: str, labels: np.ndarray, logits: np.ndarray, na
     w.writerow(["file", "true", "predicted", "confidence", "correct"])
     for name, t, p, pr in zip(names, labels, predictions, probs):
       w.writerow([name, class_names[t], class_names[p], f"{pr[p]:.4f}", int(t == p)])
-  from carjax.reports import figures  # pylint: disable=g-import-not-at-top
-  figures.plot_confusion_matrix(confusion, class_names,
+  from carjax import plotting  # pylint: disable=g-import-not-at-top
+  plotting.plot_confusion_matrix(confusion, class_names,
                                 os.path.join(output_dir, "confusion_matrix.png"),
                                 title=f"Confusion matrix (accuracy {summary['accuracy']:.3f})")
   return summary
@@ -123,7 +124,7 @@ def evaluate_workdir(workdir: str, which: str = ckpt.BEST, split: str | None = N
     if preloaded is not None and split == config.data.eval_split:
       part = preloaded.eval
     else:
-      source = run_io.open_configured_source(config.data)
+      source = loading.open_configured_source(config.data)
       part = cache_lib.load_split(
           source, split, image_size=config.data.image_size,
           resize_mode=config.data.resize_mode,
@@ -134,7 +135,7 @@ def evaluate_workdir(workdir: str, which: str = ckpt.BEST, split: str | None = N
   if len(labels) == 0:
     raise DataError(f"nothing to evaluate: no readable image in {folder or split!r}")
   logits = predictor.logits(images, batch_size=config.eval.batch_size)
-  output_dir = output_dir or os.path.join(workdir, f"eval_{which}_{target}")
+  output_dir = output_dir or workdir_lib.eval_dir(workdir, which, target)
   meta = predictor.checkpoint_meta
   summary = write_evaluation(output_dir, np.asarray(labels), logits, names,
                              predictor.class_names,

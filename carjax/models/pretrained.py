@@ -1,4 +1,6 @@
-"""Starting a model from converted pretrained weights.
+"""Starting a model from converted pretrained weights (read with `carjax.checkpoint.load_converted`).
+
+`check_conventions` refuses weights made for another architecture or input normalisation.
 
 `merge_pretrained` takes a freshly initialised model's variables and replaces
 every leaf by the pretrained one, except the subtrees named in `reinit` (by
@@ -9,7 +11,6 @@ shape, fails with its path.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,8 +18,6 @@ import flax
 import jax.numpy as jnp
 import numpy as np
 
-from carjax.convert import store
-from carjax.models.efficientnet import EfficientNet, efficientnet
 
 
 class PretrainedMismatchError(ValueError):
@@ -83,27 +82,19 @@ def merge_pretrained(init_variables: Any, pretrained_variables: Any, *,
   return flax.traverse_util.unflatten_dict(merged)
 
 
-def model_from_conventions(conventions: dict[str, Any],
-                           num_classes: int | None = None,
-                           **overrides) -> EfficientNet:
-  """The EfficientNet that converted weights were made for.
-
-  Args:
-    conventions: as saved by `carjax.convert.store.save_converted`.
-    num_classes: classifier outputs (default: the source's).
-    **overrides: further `EfficientNet` attributes (dtype, dropout_rate...).
-  """
-  if conventions.get('model') != 'efficientnet':
-    raise ValueError(f'not EfficientNet weights: model={conventions.get("model")!r}')
-  kwargs = dict(padding=conventions['padding'],
-                bn_epsilon=conventions['bn_epsilon'],
-                bn_momentum=conventions['bn_momentum'],
-                activation=conventions['activation'], se=conventions['se'])
-  kwargs.update(overrides)
-  return efficientnet(conventions['variant'],
-                      num_classes or conventions['num_classes'], **kwargs)
-
-
-def load_pretrained(directory: str | os.PathLike) -> tuple[dict, dict[str, Any]]:
-  """(variables, conventions) of a converted-weights directory."""
-  return store.load_converted(directory)
+def check_conventions(conventions: dict, model_config, model) -> None:
+  """Fails when converted weights were made for another architecture or normalisation."""
+  problems = []
+  if conventions.get("variant") != model_config.get("variant"):
+    problems.append(f"variant: weights {conventions.get('variant')!r}, "
+                    f"config.model.variant {model_config.get('variant')!r}")
+  for key in ("padding", "bn_epsilon", "activation", "se"):
+    if key in conventions and getattr(model, key, conventions[key]) != conventions[key]:
+      problems.append(f"{key}: weights {conventions[key]!r}, model {getattr(model, key)!r}")
+  for key in ("input_mean", "input_std"):
+    if key in conventions and not np.allclose(conventions[key], model_config[key]):
+      problems.append(f"{key}: weights expect {conventions[key]}, "
+                      f"config.model.{key} is {tuple(model_config[key])}")
+  if problems:
+    raise ValueError(f"config.model.pretrained={model_config.pretrained!r} does not match the "
+                     "model config:\n  " + "\n  ".join(problems))

@@ -12,8 +12,8 @@ from PIL import Image
 
 from carjax.data import augment
 from carjax.data import decode
-from carjax.reports import plotting
-from carjax.reports.plotting import plt
+from carjax import plotting
+from carjax.plotting import plt
 
 
 def split_class_counts(source) -> tuple[tuple[str, ...], np.ndarray]:

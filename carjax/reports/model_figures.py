@@ -14,8 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from carjax.data import augment
-from carjax.reports import plotting
-from carjax.reports.plotting import plt
+from carjax import plotting
+from carjax.plotting import plt
 
 
 def _flatten(tree, prefix: str = "") -> list[tuple[str, np.ndarray]]:

@@ -12,9 +12,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from carjax.reports import figures
-from carjax.reports import plotting
-from carjax.reports.plotting import plt
+from carjax import plotting
+from carjax.plotting import plt
 
 
 def read_csv_rows(path: str) -> list[dict[str, str]]:
@@ -33,7 +32,7 @@ def read_confusion(eval_dir: str) -> tuple[list[str], np.ndarray]:
 
 def plot_confusion(eval_dir: str, title: str, path: str) -> str:
   names, counts = read_confusion(eval_dir)
-  figures.plot_confusion_matrix(counts, names, path, title=title, normalize=True)
+  plotting.plot_confusion_matrix(counts, names, path, title=title, normalize=True)
   plotting.fit_png_budget(path)
   return path
 

@@ -39,10 +39,11 @@ from carjax.reports import model_figures
 from carjax.reports import results_figures
 from carjax.reports import training_figures
 from carjax.reports.report_writer import Report
-from carjax.train import checkpoint as ckpt
-from carjax.train import workdir as workdir_lib
+from carjax import checkpoint as ckpt
+from carjax import workdir as workdir_lib
+from carjax.data import loading
+from carjax.train import rerun
 from carjax.train import loop
-from carjax.train import run_io
 
 TRAINED, REUSED, UNFINISHED, MISSING, FAILED = (
     "trained", "reused", "unfinished", "missing", "failed")
@@ -104,30 +105,9 @@ def model_configs(study_config: ml_collections.ConfigDict) -> dict[str, ml_colle
 def config_differences(wanted: ml_collections.ConfigDict,
                        actual: ml_collections.ConfigDict) -> list[str]:
   """Fields (other than bookkeeping ones) where a run's config differs from the study's."""
-  a, b = workdir_lib.flat_config(wanted), workdir_lib.flat_config(actual)
+  a, b = rerun.flat_config(wanted), rerun.flat_config(actual)
   keys = sorted(set(a) | set(b))
   return [k for k in keys if a.get(k) != b.get(k) and k not in _IRRELEVANT_FIELDS]
-
-
-def run_progress(workdir: str) -> dict[str, Any] | None:
-  """{'epoch', 'num_epochs', 'step', 'finished', 'config'} of a workdir's run, or None when it
-  holds no checkpoint.
-
-  Finished means the last checkpoint is at the run's final epoch *and* carries that epoch's
-  evaluation: a run interrupted inside its last epoch saves a checkpoint without one.
-  """
-  if not (os.path.exists(os.path.join(workdir, "config.json")) and
-          os.path.isdir(ckpt.checkpoint_dir(workdir, ckpt.LAST))):
-    return None
-  meta = ckpt.read_meta(workdir, ckpt.LAST)
-  if meta is None:
-    return None
-  config = run_io.load_run_config(workdir)
-  num_epochs = int(config.train.num_epochs)
-  epoch = int(meta.get("epoch", 0))
-  return {"epoch": epoch, "num_epochs": num_epochs, "step": int(meta.get("step", 0)),
-          "finished": epoch >= num_epochs and bool(meta.get("eval")),
-          "train_seconds": meta.get("train_seconds"), "config": config}
 
 
 def _evaluation_is_current(eval_dir: str, best_step: int) -> bool:
@@ -143,7 +123,7 @@ def ensure_evaluation(workdir: str, split: str) -> tuple[str, dict[str, Any]]:
   meta = ckpt.read_meta(workdir, ckpt.BEST)
   if meta is None:
     raise FileNotFoundError(f"no best checkpoint in {workdir}")
-  eval_dir = os.path.join(workdir, f"eval_{ckpt.BEST}_{split}")
+  eval_dir = workdir_lib.eval_dir(workdir, ckpt.BEST, split)
   if not _evaluation_is_current(eval_dir, meta.get("step")):
     logging.info("Evaluating the best checkpoint of %s on %s.", workdir, split)
     evaluate_lib.evaluate_workdir(workdir, ckpt.BEST, split=split)
@@ -158,7 +138,7 @@ def prepare_run(name: str, config: ml_collections.ConfigDict, workdir: str,
   """Reuses, trains/resumes or reports as missing one model's run (see the module doc)."""
   train_fn = train_fn or loop.train_and_evaluate
   split = config.data.eval_split
-  progress = run_progress(workdir)
+  progress = workdir_lib.run_progress(workdir)
   notes = []
   if progress is not None:
     differences = config_differences(config, progress["config"])
@@ -232,7 +212,7 @@ class ModelFacts:
 
 
 def measure(run: ModelRun, predictor: Predictor, report_config) -> ModelFacts:
-  progress = run_progress(run.workdir) or {}
+  progress = workdir_lib.run_progress(run.workdir) or {}
   train_seconds = progress.get("train_seconds")
   if train_seconds is None:
     train_seconds = run.metrics.get("train_seconds")
@@ -241,7 +221,7 @@ def measure(run: ModelRun, predictor: Predictor, report_config) -> ModelFacts:
       checkpoint_bytes=directory_bytes(ckpt.checkpoint_dir(run.workdir, ckpt.BEST)),
       train_seconds=train_seconds,
       train_images_per_s=training_figures.median_train_images_per_s(
-          training_figures.read_metric_lines(run.workdir)),
+          workdir_lib.read_metric_lines(run.workdir)),
       inference_ms_per_image=inference_ms_per_image(
           predictor, report_config.inference_batch_size, report_config.inference_repeats))
 
@@ -317,8 +297,8 @@ class _ReportBuilder:
     data_cfg = self.study_config.data
     if not data_cfg.source and self.evaluated:
       # Reporting existing runs without --config.data.source: use the data they trained on.
-      data_cfg = run_io.load_run_config(self.evaluated[0].workdir).data
-    self.source = run_io.open_configured_source(data_cfg)
+      data_cfg = workdir_lib.load_run_config(self.evaluated[0].workdir).data
+    self.source = loading.open_configured_source(data_cfg)
 
   def runs_section(self) -> None:
     self.report.heading("Runs")
@@ -435,7 +415,7 @@ class _ReportBuilder:
     self.report.heading(f"Model: {run.name}")
     if run.detail:
       self.report.paragraph(f"Status: {run.status} ({run.detail}).")
-    lines = training_figures.read_metric_lines(run.workdir)
+    lines = workdir_lib.read_metric_lines(run.workdir)
     if lines:
       self.add_figure(training_figures.plot_learning_curves(
           lines, self.split, f"{run.name}: learning curves",

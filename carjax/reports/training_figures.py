@@ -2,30 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 
-from carjax.reports import plotting
-from carjax.reports.plotting import plt
-
-
-def read_metric_lines(workdir: str) -> list[dict]:
-  """Every line of `metrics.jsonl` in file order ([] if the run has none yet)."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  lines = []
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if line:
-        try:
-          lines.append(json.loads(line))
-        except json.JSONDecodeError:
-          pass  # A line cut short by a killed run; the rest still counts.
-  return lines
+from carjax import plotting
+from carjax.plotting import plt
 
 
 def per_epoch(lines: list[dict], split: str) -> dict[int, dict]:

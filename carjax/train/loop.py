@@ -21,21 +21,23 @@ import ml_collections
 import numpy as np
 
 from carjax import distributed
+from carjax import workdir as workdir_lib
 from carjax import models
 from carjax.data import pipeline
-from carjax.evaluation import metrics as metrics_lib
+from carjax import metrics as metrics_lib
 from carjax.errors import ConfigError, MissingPathError, NonFiniteError
-from carjax.train import checkpoint as ckpt
-from carjax.train import faults
-from carjax.train import interrupts
+from carjax import checkpoint as ckpt
+from carjax import faults
+from carjax import interrupts
 from carjax.train import optim
 from carjax.train import sharding as sharding_lib
 from carjax.train import recovery
 from carjax.train import steps as steps_lib
 from carjax.train import validate
-from carjax.train import workdir as workdir_lib
-from carjax.train.run_io import (MetricWriter, ProgressBar, load_data, open_configured_source,
-                                 write_run_files)
+from carjax.train import rerun
+from carjax.train.progress import ProgressBar
+from carjax.workdir import MetricWriter, write_run_files
+from carjax.data.loading import load_data, open_configured_source
 from carjax.train.state import TrainState
 
 
@@ -105,8 +107,8 @@ def state_from_pretrained(state: TrainState, model, config: ml_collections.Confi
   `config.init.zero_head`). Fails, naming them, on weights made for another model."""
   from carjax.models import pretrained  # pylint: disable=g-import-not-at-top
   weights_dir = pretrained_weights_dir(config)
-  variables, conventions = pretrained.load_pretrained(weights_dir)
-  _check_conventions(conventions, config.model, model)
+  variables, conventions = ckpt.load_converted(weights_dir)
+  pretrained.check_conventions(conventions, config.model, model)
   merged = pretrained.merge_pretrained(
       {"params": state.params, "batch_stats": state.batch_stats}, variables,
       reinit=("head",))
@@ -136,24 +138,6 @@ def pretrained_weights_dir(config: ml_collections.ConfigDict) -> str:
     return ""
   from carjax.convert import weights_cache  # pylint: disable=g-import-not-at-top
   return weights_cache.resolve(config.model.pretrained)
-
-
-def _check_conventions(conventions: dict, model_config, model) -> None:
-  """Fails when converted weights were made for another architecture or normalisation."""
-  problems = []
-  if conventions.get("variant") != model_config.get("variant"):
-    problems.append(f"variant: weights {conventions.get('variant')!r}, "
-                    f"config.model.variant {model_config.get('variant')!r}")
-  for key in ("padding", "bn_epsilon", "activation", "se"):
-    if key in conventions and getattr(model, key, conventions[key]) != conventions[key]:
-      problems.append(f"{key}: weights {conventions[key]!r}, model {getattr(model, key)!r}")
-  for key in ("input_mean", "input_std"):
-    if key in conventions and not np.allclose(conventions[key], model_config[key]):
-      problems.append(f"{key}: weights expect {conventions[key]}, "
-                      f"config.model.{key} is {tuple(model_config[key])}")
-  if problems:
-    raise ValueError(f"config.model.pretrained={model_config.pretrained!r} does not match the "
-                     "model config:\n  " + "\n  ".join(problems))
 
 
 def _mesh_of(sharding_tree):
@@ -196,7 +180,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   pretrained_weights_dir(config)
   faults.reset()
   # One lock per run: in a multi-process run, process 0 holds it for all of them.
-  with workdir_lib.WorkdirLock(workdir, enabled=jax.process_index() == 0), \
+  with rerun.WorkdirLock(workdir, enabled=jax.process_index() == 0), \
        interrupts.terminate_as_interrupt():
     return _train_locked(config, workdir)
 
@@ -215,11 +199,11 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   num_classes = len(class_names)
   model = models.build_model(config.model, num_classes)
   abstract_params = jax.eval_shape(lambda r: init_variables(model, config, r), rngs["init"])
-  workdir_lib.check_rerun(workdir, config, class_names, abstract_params)
+  rerun.check_rerun(workdir, config, class_names, abstract_params)
   data = distributed.primary_first("carjax:load_data", lambda: load_data(config, source))
   validate.check_decoded(data.train.labels, data.eval.labels, config)
   if distributed.is_primary():
-    write_run_files(config, workdir, class_names, data)
+    write_run_files(config, workdir, class_names, data.unreadable_files())
 
   mean, std = models.input_normalization(config.model)
   per_epoch = pipeline.steps_per_epoch(len(data.train.labels), config.train.batch_size)
@@ -285,7 +269,7 @@ def _evaluate_best_across_processes(workdir, config, data, eval_step, abstract,
   labels = np.asarray(data.eval.labels)
   if distributed.is_primary():
     return evaluate_lib.write_evaluation(
-        os.path.join(workdir, f"eval_{ckpt.BEST}_{split}"), labels, logits, data.eval.names,
+        workdir_lib.eval_dir(workdir, ckpt.BEST, split), labels, logits, data.eval.names,
         data.class_names, extra=extra)
   # The same summary as the primary's metrics.json: every process holds all the logits.
   return {**metrics_lib.headline_metrics(labels, logits, len(data.class_names)),

@@ -17,7 +17,7 @@ from typing import Any
 
 from absl import logging
 
-from carjax.train import checkpoint as ckpt
+from carjax import checkpoint as ckpt
 
 
 def quarantine(workdir: str, which: str, step: int) -> str:

@@ -171,9 +171,9 @@ def _validate_eval_and_checkpoints(config) -> None:
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
   """Raises `ConfigError` naming the first invalid option; reads no data."""
-  from carjax.train import run_io  # pylint: disable=g-import-not-at-top
+  from carjax.data import loading  # pylint: disable=g-import-not-at-top
   if not config.data.source:
-    raise ConfigError(run_io.NO_DATA_HELP)
+    raise ConfigError(loading.NO_DATA_HELP)
   _check_range(config, "seed", integer=True)
   _validate_data(config)
   _validate_model(config)

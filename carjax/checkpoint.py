@@ -1,4 +1,5 @@
-"""orbax checkpoints of the training state, kept as `last` and `best` in the workdir.
+"""Every orbax call of carjax: the training state's checkpoints (`last` and `best` in the
+workdir), a model's variables read back from them, and converted pretrained weights.
 
 A checkpoint holds the whole `TrainState` (parameters, optimiser state, BatchNorm statistics,
 EMA) plus a JSON record of the run (epoch, metrics, class names). It is always restored into
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import shutil
 from typing import Any
@@ -26,8 +28,8 @@ import orbax.checkpoint as ocp
 
 from carjax import jsonio
 from carjax.errors import CheckpointError, NonFiniteError
-from carjax.train import faults
-from carjax.train import interrupts
+from carjax import faults
+from carjax import interrupts
 
 LAST, BEST = "last", "best"
 
@@ -223,6 +225,12 @@ def _whole_on_first_local_device(mngr: ocp.CheckpointManager, step: int) -> Any:
   return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=device), tree)
 
 
+def saved_state_metadata(step_dir: str) -> Any:
+  """The array metadata (shapes, dtypes) of the state saved in a step folder, without reading
+  any array."""
+  return ocp.StandardCheckpointer().metadata(f"{step_dir}/state").item_metadata
+
+
 def read_meta(workdir: str, which: str) -> dict | None:
   """The JSON record of a workdir's checkpoint without loading any array."""
   mngr = manager(workdir, which)
@@ -230,3 +238,52 @@ def read_meta(workdir: str, which: str) -> dict | None:
   if step is None:
     return None
   return mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
+
+# --- converted pretrained weights -------------------------------------------------------------
+# Layout of a converted-weights directory:
+#   <directory>/variables/        orbax StandardCheckpointer: {'params', 'batch_stats'}
+#   <directory>/conventions.json  how to build and feed the model: `model` ('efficientnet'),
+#     `variant`, `num_classes`, `padding`, `bn_epsilon`, `bn_momentum`, `activation`, `se`,
+#     `resolution`, `input_mean` / `input_std` (per RGB channel, 0..255 scale: feed
+#     `(pixels - mean) / std`), `class_names` (list or None), `source`, `source_file`,
+#     `source_sha256`, and source-specific notes.
+
+CONVENTIONS_FILE = "conventions.json"
+VARIABLES_DIR = "variables"
+
+
+def sha256_of(path: str | os.PathLike) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+def save_converted(directory: str | os.PathLike, variables: Any,
+                   conventions: dict[str, Any]) -> None:
+  """Writes variables (orbax) and conventions (JSON); overwrites a previous save."""
+  directory = os.path.abspath(os.fspath(directory))
+  os.makedirs(directory, exist_ok=True)
+  variables = jax.tree.map(np.asarray, variables)
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(os.path.join(directory, VARIABLES_DIR), variables, force=True)
+  with open(os.path.join(directory, CONVENTIONS_FILE), "w") as f:
+    json.dump(conventions, f, indent=1)
+    f.write("\n")
+
+
+def has_converted(directory: str | os.PathLike) -> bool:
+  """Whether `directory` holds converted weights (their conventions file)."""
+  return os.path.isfile(os.path.join(os.fspath(directory), CONVENTIONS_FILE))
+
+
+def load_converted(directory: str | os.PathLike) -> tuple[dict, dict[str, Any]]:
+  """Reads what `save_converted` wrote: (variables of numpy arrays, conventions)."""
+  directory = os.path.abspath(os.fspath(directory))
+  with open(os.path.join(directory, CONVENTIONS_FILE)) as f:
+    conventions = json.load(f)
+  with ocp.StandardCheckpointer() as checkpointer:
+    variables = checkpointer.restore(os.path.join(directory, VARIABLES_DIR))
+  return jax.tree.map(np.asarray, variables), conventions

@@ -21,10 +21,10 @@ from typing import Any, Mapping
 
 from absl import logging
 import ml_collections
-import orbax.checkpoint as ocp
 
 from carjax.errors import WorkdirLockedError, WorkdirMismatchError
-from carjax.train import checkpoint as ckpt
+from carjax import checkpoint as ckpt
+from carjax import workdir as workdir_lib
 
 LOCK_FILE = ".carjax.lock"
 
@@ -109,7 +109,7 @@ def _checkpoint_shapes(workdir: str) -> tuple[str, dict] | None:
       continue
     where = f"{mngr.directory}/{step}"
     try:
-      tree = ocp.StandardCheckpointer().metadata(f"{where}/state").item_metadata
+      tree = ckpt.saved_state_metadata(where)
       return where, {k: v for group in ("params", "batch_stats")
                      for k, v in _shapes(tree.get(group), group).items()}
     except Exception:  # pylint: disable=broad-except
@@ -152,7 +152,7 @@ def check_rerun(workdir: str, config: ml_collections.ConfigDict, class_names,
   if not has_checkpoint(workdir):
     return
   problems = []
-  config_path = os.path.join(workdir, "config.json")
+  config_path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
   if os.path.exists(config_path):
     with open(config_path) as f:
       before = flat_config(json.load(f))
@@ -164,7 +164,7 @@ def check_rerun(workdir: str, config: ml_collections.ConfigDict, class_names,
     if allowed:
       logging.warning("Resuming %s with changed %s.", workdir, ", ".join(
           f"config.{k} ({before[k]!r} -> {now[k]!r})" for k in allowed))
-  names_path = os.path.join(workdir, "class_names.json")
+  names_path = os.path.join(workdir, workdir_lib.CLASS_NAMES_FILE)
   if os.path.exists(names_path):
     with open(names_path) as f:
       before_names = json.load(f)

@@ -1,0 +1,70 @@
+"""A run's data as its config names it: the source, and its decoded train and eval splits."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from absl import logging
+import ml_collections
+
+from carjax.data import cache as cache_lib
+from carjax.data import sources
+from carjax.errors import ConfigError
+
+
+@dataclasses.dataclass
+class RunData:
+  """The decoded train and eval splits of a run."""
+
+  class_names: tuple[str, ...]
+  train: Any  # carjax.data.cache.CachedSplit
+  eval: Any
+
+  def unreadable_files(self) -> list[dict[str, str]]:
+    """{'split', 'file', 'reason'} of every image the loader skipped."""
+    return [{"split": s, "file": n, "reason": r}
+            for s, part in (("train", self.train), ("eval", self.eval))
+            for n, r in part.failures]
+
+
+NO_DATA_HELP = """\
+No training data given: set --config.data.source.
+
+  * An image folder:  --config.data.source=folder:/path/to/cars  holding
+    /path/to/cars/{train,val}/<Make>/*.jpg (or /path/to/cars/<Make>/*.jpg, split for you).
+  * Stanford Cars, as downloaded from Kaggle, Hugging Face or the original devkit: first run
+      python -m launch.prepare_data --input=/path/to/download --output=/path/to/cars
+    then train with --config.data.source=folder:/path/to/cars  (README.md, "Getting the data").
+  * A TensorFlow Datasets dataset:  --config.data.source=tfds:NAME
+"""
+
+
+def open_configured_source(data_cfg: ml_collections.ConfigDict):
+  """The data source named by `config.data.source`, with the config's split options."""
+  return sources.open_source(
+      data_cfg.source, split_seed=data_cfg.split_seed, val_fraction=data_cfg.val_fraction,
+      test_fraction=data_cfg.test_fraction,
+      tfds_data_dir=data_cfg.get("tfds_data_dir") or None,
+      tfds_manual_dir=data_cfg.get("tfds_manual_dir") or None)
+
+
+def load_data(config: ml_collections.ConfigDict, source=None) -> RunData:
+  """Decodes (or loads cached) the train and eval splits of `source` (default: opens
+  `config.data.source`)."""
+  data_cfg = config.data
+  if not data_cfg.source:
+    raise ConfigError(NO_DATA_HELP)
+  source = source or open_configured_source(data_cfg)
+  cache_dir = os.path.expanduser(data_cfg.cache_dir) if data_cfg.cache_dir else None
+  load = lambda split: cache_lib.load_split(
+      source, split, image_size=data_cfg.image_size, resize_mode=data_cfg.resize_mode,
+      cache_dir=cache_dir, num_workers=data_cfg.num_workers or None, progress=True,
+      mmap=True)  # Read from disk as batches need them: the split may exceed host RAM.
+  train = load(data_cfg.train_split)
+  evaluation = load(data_cfg.eval_split)
+  for split, part in ((data_cfg.train_split, train), (data_cfg.eval_split, evaluation)):
+    logging.info("%s: %d images decoded, %d unreadable skipped.", split, len(part.labels),
+                 len(part.failures))
+  return RunData(tuple(source.class_names), train, evaluation)
