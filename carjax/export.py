@@ -59,7 +59,7 @@ tf = tensorflow_setup.import_tensorflow(
 from jax.experimental import jax2tf  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from carjax import inference
-from carjax.data import augment
+from carjax import models
 from carjax.data import decode
 from carjax import checkpoint as ckpt
 
@@ -232,14 +232,13 @@ class CarjaxServingModule(tf.Module):
     self._resize_mode = str(predictor.resize_mode)
     self._vertical_first_rule = bool(conventions["resize_vertical_first_rule"])
     model = predictor.model
-    mean, std = predictor.mean, predictor.std
-    compute_dtype = jnp.dtype(predictor.config.model.get("dtype", "float32"))
+    input_spec = predictor.input_spec
 
     def forward(variables, images):
       # `images`: float32 [b, S, S, 3] of whole grey levels, i.e. exactly the uint8 pixels
       # carjax's Predictor feeds; the rest is Predictor._logits_fn.
-      x = augment.normalize(images, mean, std, compute_dtype)
-      return model.apply(variables, x, train=False).astype(jnp.float32)
+      return models.apply_pixels(model, variables, images, input_spec,
+                                 train=False).astype(jnp.float32)
 
     self.variables_tree = _to_tf_variables(jax.device_get(predictor.variables))
     self._forward = jax2tf.convert(
@@ -339,8 +338,8 @@ def conventions_for(predictor: inference.Predictor, workdir: str, which: str,
                  "each); identical up to PIL's fixed-point weights (a pixel may differ by one "
                  "grey level)"),
       "input": "uint8 RGB [batch, H, W, 3], values 0..255; or encoded image bytes [batch]",
-      "input_mean": [float(v) for v in predictor.mean],
-      "input_std": [float(v) for v in predictor.std],
+      "input_mean": [float(v) for v in predictor.input_spec.mean],
+      "input_std": [float(v) for v in predictor.input_spec.std],
       "normalization": "(pixels - input_mean) / input_std, per channel, on the 0..255 scale",
       "decode": ("tf.io.decode_image; greyscale to RGB, alpha composited onto white; EXIF "
                  "orientation NOT applied"),

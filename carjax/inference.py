@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from carjax import models
-from carjax.data import augment
 from carjax.data import decode
 from carjax import workdir as workdir_lib
 from carjax.errors import MissingPathError
@@ -24,8 +23,6 @@ from carjax import checkpoint as ckpt
 
 def restore_variables(workdir: str, which: str = ckpt.BEST):
   """(config, class_names, model, eval variables, checkpoint meta) of a workdir's checkpoint."""
-  # Imported here: the loop module imports this package's siblings at import time.
-  from carjax.train import loop  # pylint: disable=g-import-not-at-top
   config = workdir_lib.load_run_config(workdir)
   class_names = workdir_lib.read_class_names(workdir)
   model = models.build_model(config.model, len(class_names))
@@ -34,7 +31,7 @@ def restore_variables(workdir: str, which: str = ckpt.BEST):
     raise MissingPathError(
         f"no '{which}' checkpoint in {ckpt.checkpoint_dir(workdir, which)}; "
         f"train first, or choose --checkpoint={'last' if which == 'best' else 'best'}")
-  abstract = jax.eval_shape(lambda r: loop.init_variables(model, config, r),
+  abstract = jax.eval_shape(lambda r: models.init_variables(model, config.data.image_size, r),
                             jax.random.key(0))
   abstract = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
   variables, meta = ckpt.restore_model_variables(mngr, abstract,
@@ -50,15 +47,14 @@ class Predictor:
      self.checkpoint_meta) = restore_variables(workdir, which)
     self.image_size = self.config.data.image_size
     self.resize_mode = self.config.data.resize_mode
-    self.mean, self.std = models.input_normalization(self.config.model)
+    self.input_spec = models.InputSpec.from_config(self.config.model)
     self._logits = jax.jit(
         self._logits_fn,
         compiler_options=models.compiler_options(self.config.model, jax.default_backend()))
 
   def _logits_fn(self, variables, images_uint8):
-    x = augment.normalize(images_uint8, self.mean, self.std,
-                          jnp.dtype(self.config.model.get("dtype", "float32")))
-    return self.model.apply(variables, x, train=False).astype(jnp.float32)
+    return models.apply_pixels(self.model, variables, images_uint8, self.input_spec,
+                               train=False).astype(jnp.float32)
 
   def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Logits [N, K] of uint8 images [N, S, S, 3] already at the model's input size.

@@ -6,8 +6,7 @@ returned ConfigDict is locked, so a misspelt field is an error rather than a sil
 
 import ml_collections
 
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+from carjax.models import IMAGENET_MEAN, IMAGENET_STD
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -1,4 +1,4 @@
-r"""Trains and evaluates a model.
+r"""Trains a model, then evaluates its best checkpoint (into <workdir>/eval_best_<split>/).
 
   python -m launch.train --config=configs/custom_cnn.py \
       --config.data.source=folder:../shared/data/cars20 --workdir=runs/custom_cnn
@@ -17,13 +17,13 @@ import sys
 
 from absl import app
 from absl import flags
-from absl import logging  # pylint: disable=unused-import
-from carjax import cli
-from carjax import logging_setup
 from ml_collections import config_flags
 
+from carjax import cli
 from carjax import distributed
+from carjax import logging_setup
 from carjax.convert import weights_cache
+from carjax.evaluation import evaluate
 from carjax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -52,10 +52,11 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   try:
-    loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    trained = loop.train(_CONFIG.value, _WORKDIR.value)
   except weights_cache.PretrainedWeightsError as e:  # Raised before any data is read.
     print(f"error: {e}", file=sys.stderr)
     return 2
+  evaluate.evaluate_trained(trained)
 
 
 if __name__ == "__main__":

@@ -19,3 +19,28 @@ def model_from_conventions(conventions: dict[str, Any], num_classes: int | None 
   kwargs.update(overrides)
   return efficientnet(conventions["variant"], num_classes or conventions["num_classes"],
                       **kwargs)
+
+
+def initial_state(config, num_classes: int = 3, steps_per_epoch: int = 10, **build_kwargs):
+  """(setup, a fresh state) of `config` through `carjax.train.setup.build`, as the loop makes
+  them (build_kwargs: class_weights, mesh)."""
+  from carjax.train import setup as setup_lib  # pylint: disable=g-import-not-at-top
+  setup = setup_lib.build(config, num_classes, steps_per_epoch, **build_kwargs)
+  return setup, setup.init_state(setup.rngs["init"])
+
+
+def plain_train_step(config, model, num_classes: int, mean, std, **kwargs):
+  """The (not jitted) train step of `config` with the input normalisation (mean, std) in
+  place of the config's, and the config's compute dtype."""
+  from carjax import models  # pylint: disable=g-import-not-at-top
+  from carjax.train import setup as setup_lib  # pylint: disable=g-import-not-at-top
+  spec = models.InputSpec(tuple(mean), tuple(std),
+                          models.InputSpec.from_config(config.model).dtype)
+  return setup_lib.make_steps(config, model, num_classes, input_spec=spec, **kwargs)[0]
+
+
+def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
+  """What `launch.train` does: train, then evaluate the best checkpoint."""
+  from carjax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  from carjax.train import loop  # pylint: disable=g-import-not-at-top
+  return evaluate.evaluate_trained(loop.train(config, workdir))

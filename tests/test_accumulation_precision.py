@@ -9,9 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from carjax import models
-from carjax.train import loop, optim, steps
 from configs import tiny_cnn
+from tests import helpers
 
 MEAN, STD = (127.5,) * 3, (64.0,) * 3
 
@@ -38,11 +37,8 @@ def _state(config, num_classes=3):
 
 
 def _initial_state(config, num_classes):
-  model = models.build_model(config.model, num_classes)
-  rng = jax.random.key(0)
-  params = jax.eval_shape(lambda r: loop.init_variables(model, config, r), rng)["params"]
-  tx, _ = optim.make_optimizer(config.train, 10, params)
-  return model, jax.jit(lambda r: loop.create_train_state(model, config, r, tx))(rng)
+  setup, state = helpers.initial_state(config, num_classes, 10)
+  return setup.model, state
 
 
 def _batch(size, seed=0, num_classes=3):
@@ -63,7 +59,8 @@ def _train(config, batches, accum, class_weights=None):
   model, state = _state(config)
   key = (config.to_json(), None if class_weights is None else tuple(class_weights))
   if key not in _STEPS:
-    _STEPS[key] = jax.jit(steps.make_train_step(model, config, 3, MEAN, STD, class_weights))
+    _STEPS[key] = jax.jit(helpers.plain_train_step(config, model, 3, MEAN, STD,
+                                                     class_weights=class_weights))
   step = _STEPS[key]
   losses = []
   for batch in batches:
@@ -133,7 +130,7 @@ def test_bfloat16_compute_trains_and_tracks_float32():
             if jnp.issubdtype(x.dtype, jnp.floating)}
   assert dtypes == {jnp.dtype(jnp.float32)}
   model, state = _state(bf16_config)
-  hlo = jax.jit(steps.make_train_step(model, bf16_config, 3, MEAN, STD)).lower(
+  hlo = jax.jit(helpers.plain_train_step(bf16_config, model, 3, MEAN, STD)).lower(
       state, batches[0], jax.random.key(1)).as_text()
   assert "stablehlo.convolution" in hlo
   conv_lines = [l for l in hlo.splitlines() if "stablehlo.convolution" in l]

@@ -162,19 +162,9 @@ def test_two_processes_match_one_process_and_their_checkpoint_restores_in_one(
 
 def _abstract_state(workdir):
   """The run's train state as ShapeDtypeStructs with this process's (one-device) shardings."""
-  from carjax import models
-  from carjax.train import loop, optim
+  from carjax.train import setup as setup_lib
   from carjax.workdir import load_run_config
-  config = load_run_config(str(workdir))
-  model = models.build_model(config.model, 3)
-  rng = jax.random.key(0)
-  params = jax.eval_shape(lambda r: loop.init_variables(model, config, r), rng)["params"]
-  tx, _ = optim.make_optimizer(config.train, 3, params)
-  abstract = jax.eval_shape(lambda r: loop.create_train_state(model, config, r, tx), rng)
-  mesh = sharding_lib.make_mesh(config)
-  shardings = sharding_lib.state_sharding(abstract, mesh, config)
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                      abstract, shardings)
+  return setup_lib.build(load_run_config(str(workdir)), 3, 3).abstract
 
 
 def test_fsdp_splits_the_largest_divisible_dimension():
@@ -189,19 +179,13 @@ def test_fsdp_splits_the_largest_divisible_dimension():
 _FSDP_LAYOUT_SCRIPT = """
 import jax, numpy as np
 from configs import tiny_cnn
-from carjax import models
-from carjax.train import loop, optim, sharding
+from carjax.train import sharding
+from tests import helpers
 config = tiny_cnn.get_config().unlock()
 config.mesh.fsdp, config.mesh.fsdp_min_size = 4, 1000
 mesh = sharding.make_mesh(config)
-model = models.build_model(config.model, 3)
-params = jax.eval_shape(lambda r: loop.init_variables(model, config, r), jax.random.key(0))
-tx, _ = optim.make_optimizer(config.train, 3, params["params"])
-abstract = jax.eval_shape(lambda r: loop.create_train_state(model, config, r, tx),
-                          jax.random.key(0))
-shardings = sharding.state_sharding(abstract, mesh, config)
-state = jax.jit(lambda r: loop.create_train_state(model, config, r, tx),
-                out_shardings=shardings)(jax.random.key(0))
+setup, state = helpers.initial_state(config, 3, 3, mesh=mesh)
+model, shardings = setup.model, setup.state_sharding
 kernel = state.params["stage2"]["conv0"]["kernel"]  # 3x3x8x16 = 1152 elements.
 mu = [s for s in jax.tree.leaves(state.opt_state) if s.shape == kernel.shape][0]
 bias = state.params["head"]["bias"]
@@ -211,10 +195,9 @@ print("bias", bias.shape, bias.addressable_shards[0].data.shape)
 
 # Gradient accumulation on this mesh (micro-batches split over all 8 devices, parameters
 # FSDP-split) computes the same step as on one device.
-from carjax.train import steps
 config.train.grad_accum_steps = 2
-make = lambda s: steps.make_train_step(model, config, 3, (127.5,) * 3, (64.0,) * 3,
-                                       micro_batch_sharding=s)
+make = lambda s: helpers.plain_train_step(config, model, 3, (127.5,) * 3, (64.0,) * 3,
+                                          micro_batch_sharding=s)
 rng = np.random.default_rng(0)
 batch = {"image": rng.integers(0, 256, (16, 32, 32, 3)).astype(np.uint8),
          "label": (np.arange(16) % 3).astype(np.int32)}

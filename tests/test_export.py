@@ -21,11 +21,10 @@ tf = pytest.importorskip(
 from carjax import export  # pylint: disable=g-import-not-at-top,wrong-import-position
 from carjax import litert  # pylint: disable=g-import-not-at-top,wrong-import-position
 from carjax import inference
-from carjax import models
 from carjax.data import decode
 from carjax import checkpoint as ckpt
-from carjax.train import loop, optim
 from configs import tiny_cnn
+from tests import helpers
 from tests.conftest import REPO_ROOT
 
 CLASSES = ("Audi", "BMW", "Ford")
@@ -49,11 +48,7 @@ def write_tiny_run(workdir):
     f.write(config.to_json_best_effort(indent=2))
   with open(os.path.join(workdir, "class_names.json"), "w") as f:
     json.dump(list(CLASSES), f)
-  model = models.build_model(config.model, len(CLASSES))
-  rng = jax.random.key(0)
-  params = jax.eval_shape(lambda r: loop.init_variables(model, config, r), rng)["params"]
-  tx, _ = optim.make_optimizer(config.train, 1, params)
-  state = jax.jit(lambda r: loop.create_train_state(model, config, r, tx))(rng)
+  _, state = helpers.initial_state(config, len(CLASSES), 1)
   noise = np.random.default_rng(1)
 
   def stats(path, v):  # BatchNorm statistics away from their init (mean 0, var 1).
@@ -202,8 +197,8 @@ def test_class_names_and_conventions(exported):
   assert os.path.exists(os.path.join(result.saved_model_dir, "assets", export.CONVENTIONS_FILE))
   assert conventions["image_size"] == predictor.image_size == 32
   assert conventions["resize_mode"] == "squash"
-  assert conventions["input_mean"] == pytest.approx(list(predictor.mean))
-  assert conventions["input_std"] == pytest.approx(list(predictor.std))
+  assert conventions["input_mean"] == pytest.approx(list(predictor.input_spec.mean))
+  assert conventions["input_std"] == pytest.approx(list(predictor.input_spec.std))
   assert conventions["source"]["step"] == STEP and conventions["source"]["checkpoint"] == "best"
   assert conventions["class_names"] == list(CLASSES)
 

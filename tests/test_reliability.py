@@ -238,14 +238,8 @@ def test_a_checkpoint_with_nan_weights_is_refused_by_predict(reference, tmp_path
 
 def _abstract_state(workdir):
   """The abstract TrainState of the reference run (tiny CNN, 3 classes, 6 steps/epoch)."""
-  from carjax import models
-  from carjax.train import optim
-  config = tiny_cnn.get_config()
-  model = models.build_model(config.model, 3)
-  rng = jax.random.key(0)
-  params = jax.eval_shape(lambda r: loop.init_variables(model, config, r), rng)["params"]
-  tx, _ = optim.make_optimizer(config.train, 6, params)
-  return jax.eval_shape(lambda r: loop.create_train_state(model, config, r, tx), rng)
+  from carjax.train import setup as setup_lib
+  return setup_lib.build(tiny_cnn.get_config(), 3, 6).abstract
 
 
 def _largest_file(folder: pathlib.Path) -> pathlib.Path:
@@ -386,7 +380,7 @@ def test_a_mismatched_rerun_is_refused_before_writing(reference, cars, tmp_path,
   else:
     config.train.learning_rate = 5e-4
   with pytest.raises(errors.WorkdirMismatchError, match=expected.replace("[", r"\[")):
-    loop.train_and_evaluate(config, str(workdir))
+    loop.train(config, str(workdir))
   assert _workdir_files(workdir) == before
 
 
@@ -423,7 +417,7 @@ def test_every_config_value_is_checked_before_data_is_read(option, value, tmp_pa
     node = node[part]
   node[field] = value
   with pytest.raises(errors.ConfigError, match=f"config.{option}"):
-    loop.train_and_evaluate(config, str(tmp_path / "run"))
+    loop.train(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
 
 
@@ -432,7 +426,7 @@ def test_a_split_typo_fails_before_decoding(cars, tmp_path):
   config.data.source = f"folder:{cars}"
   config.data.eval_split = "vall"
   with pytest.raises(errors.ConfigError, match="config.data.eval_split.*Unknown split 'vall'"):
-    loop.train_and_evaluate(config, str(tmp_path / "run"))
+    loop.train(config, str(tmp_path / "run"))
 
 
 def test_one_class_and_empty_splits_are_refused_before_training(tmp_path):
@@ -440,11 +434,11 @@ def test_one_class_and_empty_splits_are_refused_before_training(tmp_path):
   config = tiny_cnn.get_config()
   config.data.source = f"folder:{one}"
   with pytest.raises(errors.DataError, match="at least two"):
-    loop.train_and_evaluate(config, str(tmp_path / "run1"))
+    loop.train(config, str(tmp_path / "run1"))
   empty_val = write_synthetic_folder(tmp_path / "two", per_split=(("train", 8), ("val", 0)))
   config.data.source = f"folder:{empty_val}"
   with pytest.raises(errors.DataError, match="eval split 'val'.* is empty"):
-    loop.train_and_evaluate(config, str(tmp_path / "run2"))
+    loop.train(config, str(tmp_path / "run2"))
   assert not (tmp_path / "run2" / "config.json").exists()
 
 

@@ -16,6 +16,8 @@ from carjax import models
 from carjax.data import pipeline
 from carjax import checkpoint as ckpt
 from carjax.train import loop, optim, steps
+from carjax.train import setup as setup_lib
+from tests import helpers
 from configs import tiny_cnn
 from tests.conftest import REPO_ROOT
 
@@ -27,11 +29,8 @@ def _tiny_config(source: str):
 
 
 def _state(config, num_classes=3, per_epoch=10):
-  model = models.build_model(config.model, num_classes)
-  rng = jax.random.key(0)
-  params = jax.eval_shape(lambda r: loop.init_variables(model, config, r), rng)["params"]
-  tx, _ = optim.make_optimizer(config.train, per_epoch, params)
-  return model, jax.jit(lambda r: loop.create_train_state(model, config, r, tx))(rng)
+  setup, state = helpers.initial_state(config, num_classes, per_epoch)
+  return setup.model, state
 
 
 def test_overfits_one_batch():
@@ -50,7 +49,7 @@ def test_overfits_one_batch():
   rng = np.random.default_rng(0)
   batch = {"image": rng.integers(0, 256, (8, 32, 32, 3)).astype(np.uint8),
            "label": np.array([0, 1, 2, 3, 0, 1, 2, 3], np.int32)}
-  step = jax.jit(steps.make_train_step(model, config, 4, (127.5,) * 3, (64.0,) * 3))
+  step = jax.jit(helpers.plain_train_step(config, model, 4, (127.5,) * 3, (64.0,) * 3))
   losses = []
   for _ in range(60):
     state, m = step(state, batch, jax.random.key(0))
@@ -71,7 +70,7 @@ def test_cross_entropy_matches_definition_and_weights():
 
 
 def test_class_weights_balance_the_classes():
-  weights = loop.class_weights_for(np.array([0, 0, 0, 1]), 3)
+  weights = steps.class_weights_for(np.array([0, 0, 0, 1]), 3)
   np.testing.assert_allclose(weights, [4 / 9, 4 / 3, 0.0], rtol=1e-6)
 
 
@@ -111,7 +110,7 @@ def _final_params(workdir):
 
 def test_interrupted_run_resumes_to_the_same_result(tiny_folder, tmp_path, monkeypatch):
   config = _tiny_config(tiny_folder)
-  loop.train_and_evaluate(config, str(tmp_path / "straight"))
+  loop.train(config, str(tmp_path / "straight"))
 
   real_batches = pipeline.train_batches
 
@@ -123,11 +122,11 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_folder, tmp_path, monke
 
   monkeypatch.setattr(pipeline, "train_batches", interrupted)
   with pytest.raises(KeyboardInterrupt):
-    loop.train_and_evaluate(config, str(tmp_path / "stopped"))
+    loop.train(config, str(tmp_path / "stopped"))
   _, meta = _final_params(tmp_path / "stopped")
   assert meta["step"] == 7
   monkeypatch.setattr(pipeline, "train_batches", real_batches)
-  loop.train_and_evaluate(config, str(tmp_path / "stopped"))
+  loop.train(config, str(tmp_path / "stopped"))
 
   straight, meta_a = _final_params(tmp_path / "straight")
   resumed, meta_b = _final_params(tmp_path / "stopped")
@@ -184,7 +183,7 @@ def test_frozen_parameters_never_move_and_their_backward_is_dropped():
   config = _tiny_config("unused")
   config.train.frozen_params = r"^stage1/"
   model, state = _state(config, num_classes=3, per_epoch=2)
-  step = jax.jit(steps.make_train_step(model, config, 3, (127.5,) * 3, (64.0,) * 3))
+  step = jax.jit(helpers.plain_train_step(config, model, 3, (127.5,) * 3, (64.0,) * 3))
   batch = {"image": np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.uint8),
            "label": np.array([0, 1, 2, 0], np.int32)}
   new_state, _ = step(jax.tree.map(jnp.copy, state), batch, jax.random.key(0))
@@ -197,7 +196,8 @@ def test_frozen_parameters_never_move_and_their_backward_is_dropped():
   hlo = step.lower(state, batch, jax.random.key(0)).compile().as_text()
   unfrozen_config = _tiny_config("unused")
   model2, state2 = _state(unfrozen_config, num_classes=3, per_epoch=2)
-  step2 = jax.jit(steps.make_train_step(model2, unfrozen_config, 3, (127.5,) * 3, (64.0,) * 3))
+  step2 = jax.jit(helpers.plain_train_step(unfrozen_config, model2, 3, (127.5,) * 3,
+                                               (64.0,) * 3))
   hlo2 = step2.lower(state2, batch, jax.random.key(0)).compile().as_text()
   assert hlo.count("convolution(") < hlo2.count("convolution(")
 
@@ -222,7 +222,7 @@ def test_state_from_pretrained_keeps_backbone_and_resets_head(tmp_path):
 
   for zero_head in (True, False):
     config.init.zero_head = zero_head
-    started = loop.state_from_pretrained(state, model, config)
+    started = setup_lib.state_from_pretrained(state, model, config)
     for key in ("params", "batch_stats"):
       for path, leaf in jax.tree_util.tree_flatten_with_path(getattr(started, key))[0]:
         name = jax.tree_util.keystr(path)
@@ -243,4 +243,4 @@ def test_state_from_pretrained_keeps_backbone_and_resets_head(tmp_path):
 
   config.model.input_std = (1.0, 1.0, 1.0)
   with pytest.raises(ValueError, match="input_std"):
-    loop.state_from_pretrained(state, model, config)
+    setup_lib.state_from_pretrained(state, model, config)

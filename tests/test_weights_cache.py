@@ -12,6 +12,7 @@ import pytest
 from carjax import checkpoint as store
 from carjax.convert import weights_cache
 from carjax.train import loop
+from carjax.train import setup as setup_lib
 from configs import efficientnet_lite0_finetune, tiny_cnn
 from tests.conftest import REPO_ROOT
 
@@ -32,7 +33,7 @@ def test_known_weights_are_converted_once_into_the_cache(tmp_path, monkeypatch):
   # A run's config keeps the name (its config.json is the same on every machine); the loop
   # finds the directory through it.
   config = efficientnet_lite0_finetune.get_config()
-  assert loop.pretrained_weights_dir(config) == directory
+  assert setup_lib.pretrained_weights_dir(config) == directory
   assert config.model.pretrained == "lite0_imagenet"
 
 
@@ -63,7 +64,7 @@ def test_training_stops_before_touching_workdir_or_data(tmp_path):
   config.data.source = f"folder:{tmp_path / 'no_such_data'}"
   config.model.pretrained = str(tmp_path / "missing_weights")
   with pytest.raises(weights_cache.PretrainedWeightsError):
-    loop.train_and_evaluate(config, str(tmp_path / "workdir"))
+    loop.train(config, str(tmp_path / "workdir"))
   assert not (tmp_path / "workdir").exists()
   assert config.model.pretrained == str(tmp_path / "missing_weights")  # Not mutated.
 

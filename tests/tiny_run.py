@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pathlib
 
-from carjax.train import loop
 from configs import tiny_cnn
+from tests import helpers
 from tests.conftest import write_synthetic_folder
 
 
@@ -18,5 +18,5 @@ def train_tiny_run(root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
   config.data.source = f"folder:{data}"
   config.train.num_epochs = 3
   workdir = root / "run"
-  loop.train_and_evaluate(config, str(workdir))
+  helpers.train_and_evaluate(config, str(workdir))
   return workdir, data

@@ -1,7 +1,7 @@
 """carjax's own models, timed through the project's real jitted steps (benchmark worker side).
 
-Training is `carjax.train.steps.make_train_step` jitted exactly as `carjax.train.loop` does
-(donated state, the loop's shardings over a one-axis data mesh), so the timed work includes
+Training is the jitted step of `carjax.train.setup.build`, the one the loop trains with
+(donated state, the loop's mesh and shardings), so the timed work includes
 the on-device augmentation (random resized crop, flip, colour jitter) and normalisation of
 the uint8 batch, the forward and backward pass, and the optimizer update of
 `carjax.train.optim.make_optimizer`. Inference is the project's jitted `eval_step`.
@@ -47,41 +47,28 @@ def measure(task: dict) -> dict:
   if task.get("compilation_cache"):
     host_runtime.enable_compilation_cache(task["compilation_cache"])
   import jax  # pylint: disable=g-import-not-at-top
-  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
   from carjax import models  # pylint: disable=g-import-not-at-top
   from carjax.data import pipeline  # pylint: disable=g-import-not-at-top
-  from carjax.train import loop, optim  # pylint: disable=g-import-not-at-top
-  from carjax.train import steps as steps_lib  # pylint: disable=g-import-not-at-top
+  from carjax.train import setup as setup_lib  # pylint: disable=g-import-not-at-top
 
   size, train_batch, infer_batch = task["image_size"], task["train_batch"], task["infer_batch"]
   num_classes = task["num_classes"]
   config = configs.bench_config(task["model"], image_size=size, batch_size=train_batch,
                                 infer_batch=infer_batch, optimizer=task["optimizer"])
-  model = models.build_model(config.model, num_classes)
-  mean, std = models.input_normalization(config.model)
-  rngs = loop.rngs_from_seed(0)
   result = {"implementation": f"carjax.models ({config.model.name}"
                               + (f", {config.model.variant}" if configs.efficientnet_variant(config)
                                  else "") + ")",
             "jax_devices": [str(d) for d in jax.devices()],
             "malloc_tuning": host_runtime.malloc_tuning_in_effect()}
-  xla_options = models.compiler_options(config.model, jax.default_backend())
-  result["xla_compiler_options"] = xla_options or {}
-
-  # The loop's mesh and shardings (one CPU device here).
-  mesh = jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
-  data_sharding, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
 
   start = time.perf_counter()
-  per_epoch = 100  # Only shapes the learning-rate schedule; no effect on speed.
-  abstract_params = jax.eval_shape(
-      lambda r: loop.init_variables(model, config, r), rngs["init"])["params"]
-  tx, _ = optim.make_optimizer(config.train, per_epoch, abstract_params)
-  abstract = jax.eval_shape(lambda r: loop.create_train_state(model, config, r, tx), rngs["init"])
-  state_sharding = jax.tree.map(lambda _: replicated, abstract)
-  state = jax.jit(lambda r: loop.create_train_state(model, config, r, tx),
-                  out_shardings=state_sharding)(rngs["init"])
+  # The loop's own set-up: mesh, shardings, optimiser and jitted steps. per_epoch only shapes
+  # the learning-rate schedule; no effect on speed.
+  setup = setup_lib.build(config, num_classes, steps_per_epoch=100)
+  result["xla_compiler_options"] = (
+      models.compiler_options(config.model, jax.default_backend()) or {})
+  data_sharding, rngs = setup.data_sharding, setup.rngs
+  state = setup.init_state(rngs["init"])
   jax.block_until_ready(state)
   result["init_s"] = time.perf_counter() - start
   result["parameters"] = int(sum(np.size(p) for p in jax.tree.leaves(state.params)))
@@ -97,9 +84,7 @@ def measure(task: dict) -> dict:
   measured = task.get("measure", ("train", "infer"))
   warmup, repeats, steps = task["warmup"], task["repeats"], task["steps"]
   if "train" in measured:
-    train_step = jax.jit(steps_lib.make_train_step(model, config, num_classes, mean, std),
-                         donate_argnums=(0,), out_shardings=(state_sharding, replicated),
-                         compiler_options=xla_options)
+    train_step = setup.train_step
     batch = host_batch(train_batch)
     compiled, (state, _), first = _first_call(train_step, (state, batch, rngs["train"]))
     result["train_first_call"] = first
@@ -144,12 +129,10 @@ def measure(task: dict) -> dict:
     del holder
 
   if "infer" in measured:
-    eval_step = jax.jit(steps_lib.make_eval_step(model, config, num_classes, mean, std),
-                        out_shardings=replicated, compiler_options=xla_options)
+    eval_step = setup.eval_step
     batch = host_batch(infer_batch, with_mask=True)
     # A state whose buffers were not donated (the training one was).
-    state = jax.jit(lambda r: loop.create_train_state(model, config, r, tx),
-                    out_shardings=state_sharding)(rngs["init"])
+    state = setup.init_state(rngs["init"])
     compiled_eval, _, first = _first_call(eval_step, (state, batch))
     result["infer_first_call"] = first
     result["infer"] = sample(

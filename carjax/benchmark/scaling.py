@@ -1,8 +1,7 @@
 """Training throughput of the real train step over N devices of the run's global mesh.
 
-`measure(config)` builds what `train_and_evaluate` builds (mesh, state shardings, the
-jitted step with augmentation, gradient accumulation and the model's dtype) and times it on a
-synthetic uint8 batch fed through `global_batch`, so the figure is the loop's step without
+`measure(config)` times the step `carjax.train.setup.build` makes for the loop (mesh, state
+shardings, augmentation, gradient accumulation and the model's dtype) on a synthetic uint8 batch fed through `global_batch`, so the figure is the loop's step without
 disk I/O. `launch/scaling_benchmark.py` runs it in one fresh process per device count (fake
 CPU devices need `--xla_force_host_platform_device_count` before JAX starts).
 """
@@ -15,31 +14,17 @@ import jax
 import ml_collections
 import numpy as np
 
-from carjax import models
-from carjax.train import loop, optim
+from carjax.train import setup as setup_lib
 from carjax.train import sharding as sharding_lib
-from carjax.train import steps as steps_lib
 
 
 def measure(config: ml_collections.ConfigDict, num_classes: int = 20, steps: int = 5,
             repeats: int = 5, warmup: int = 2) -> dict:
   """Compile seconds and images/s (median and best of `repeats` windows of `steps` steps)."""
-  mesh = sharding_lib.make_mesh(config)
-  sharding_lib.check_batch_sizes(config, mesh)
-  model = models.build_model(config.model, num_classes)
-  mean, std = models.input_normalization(config.model)
-  rng = jax.random.key(config.seed)
-  params = jax.eval_shape(lambda r: loop.init_variables(model, config, r), rng)["params"]
-  tx, _ = optim.make_optimizer(config.train, 100, params)
-  abstract = jax.eval_shape(lambda r: loop.create_train_state(model, config, r, tx), rng)
-  state_sharding = sharding_lib.state_sharding(abstract, mesh, config)
-  state = jax.jit(lambda r: loop.create_train_state(model, config, r, tx),
-                  out_shardings=state_sharding)(rng)
-  data_sharding = sharding_lib.batch_sharding(mesh)
-  step = jax.jit(
-      steps_lib.make_train_step(model, config, num_classes, mean, std,
-                                micro_batch_sharding=sharding_lib.micro_batch_sharding(mesh)),
-      donate_argnums=(0,), out_shardings=(state_sharding, sharding_lib.replicated(mesh)))
+  setup = setup_lib.build(config, num_classes, steps_per_epoch=100)
+  rng = setup.rngs["train"]
+  state = setup.init_state(setup.rngs["init"])
+  data_sharding, step = setup.data_sharding, setup.train_step
   batch_size, size = config.train.batch_size, config.data.image_size
   pixels = np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3), np.uint8)
   labels = np.arange(batch_size, dtype=np.int32) % num_classes

@@ -19,6 +19,7 @@ from typing import Any
 
 from carjax.convert import efficientnet_names as names
 from carjax import checkpoint
+from carjax import models
 from carjax.convert import keras_h5, mapping
 from carjax.convert.torch_legacy import read_state_dict
 from carjax.models.efficientnet import EfficientNet, efficientnet
@@ -26,8 +27,8 @@ from carjax.models.efficientnet import EfficientNet, efficientnet
 SOURCES = ('lite0_pypi', 'keras', 'timm', 'torchvision')
 
 # Pixel statistics on the 0..255 scale.
-_IMAGENET_MEAN_255 = [0.485 * 255, 0.456 * 255, 0.406 * 255]
-_IMAGENET_STD_255 = [0.229 * 255, 0.224 * 255, 0.225 * 255]
+_IMAGENET_MEAN_255 = list(models.IMAGENET_MEAN)
+_IMAGENET_STD_255 = list(models.IMAGENET_STD)
 # The EfficientNet-Lite release feeds (pixels - 127) / 128.
 _LITE_MEAN_255, _LITE_STD_255 = [127.0] * 3, [128.0] * 3
 

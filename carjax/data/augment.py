@@ -1,4 +1,4 @@
-"""Training-time augmentation and normalisation, run on the accelerator inside the jitted step.
+"""Training-time augmentation, run on the accelerator inside the jitted step.
 
 The host only gathers cached uint8 images; cropping, flipping and colour jitter happen here,
 vectorised over the batch, so a 2-core CPU never has to keep up with per-image PIL work and a
@@ -8,8 +8,11 @@ which is what makes a resumed run identical to an uninterrupted one.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 
 def _crop_box(rng, height, width, scale, log_ratio):
@@ -77,8 +80,24 @@ def augment_batch(rng, images, *, out_size: int, scale=(0.35, 1.0), ratio=(0.75,
   return jax.vmap(fn)(keys, images)
 
 
-def normalize(images, mean, std, dtype=jnp.float32):
-  """(pixels - mean) / std per channel; pixels on the 0..255 scale."""
-  mean = jnp.asarray(mean, jnp.float32)
-  std = jnp.asarray(std, jnp.float32)
-  return ((images.astype(jnp.float32) - mean) / std).astype(dtype)
+@dataclasses.dataclass(frozen=True)
+class AugmentSpec:
+  """The augmentation of a run: output size, crop scale and ratio ranges, flip, jitter."""
+
+  out_size: int
+  scale: tuple[float, float] = (0.35, 1.0)
+  ratio: tuple[float, float] = (0.75, 1.333)
+  flip: bool = True
+  jitter: float = 0.2
+
+  @classmethod
+  def from_config(cls, data_cfg: ml_collections.ConfigDict) -> "AugmentSpec":
+    """The augmentation `config.data` describes (`image_size`, `augment.*`)."""
+    aug = data_cfg.augment
+    return cls(out_size=data_cfg.image_size, scale=tuple(aug.crop_scale),
+               ratio=tuple(aug.crop_ratio), flip=aug.flip, jitter=aug.color_jitter)
+
+  def apply(self, rng, images):
+    """`augment_batch` of `images` with this spec."""
+    return augment_batch(rng, images, out_size=self.out_size, scale=self.scale,
+                         ratio=self.ratio, flip=self.flip, jitter=self.jitter)

@@ -12,8 +12,10 @@ import os
 from typing import Any
 
 from absl import logging
+import jax
 import numpy as np
 
+from carjax import distributed
 from carjax import jsonio
 from carjax import workdir as workdir_lib
 from carjax.data import cache as cache_lib
@@ -22,6 +24,7 @@ from carjax.data import sources
 from carjax.errors import DataError
 from carjax import metrics as metrics_lib
 from carjax.inference import Predictor
+from carjax.train import loop
 from carjax import checkpoint as ckpt
 
 
@@ -146,3 +149,32 @@ def evaluate_workdir(workdir: str, which: str = ckpt.BEST, split: str | None = N
   logging.info("Evaluated %s checkpoint of %s on %s: %s (written to %s)", which, workdir,
                target, metrics_lib.format_summary(summary), output_dir)
   return summary
+
+
+def evaluate_trained(run: loop.TrainedRun) -> dict[str, Any]:
+  """The result of a finished `loop.train`: its best checkpoint evaluated on the eval split
+  and written to `eval_best_<split>/`, from the data the run already decoded."""
+  if jax.process_count() > 1:
+    return _evaluate_best_across_processes(run)
+  return evaluate_workdir(run.workdir, which=ckpt.BEST, split=run.config.data.eval_split,
+                          preloaded=run.data)
+
+
+def _evaluate_best_across_processes(run: loop.TrainedRun) -> dict[str, Any]:
+  """The best checkpoint's evaluation, as `evaluate_workdir` writes it, computed by every
+  process together (each evaluates its rows) and written by the primary."""
+  config, data, setup = run.config, run.data, run.setup
+  state, meta = ckpt.restore(ckpt.manager(run.workdir, ckpt.BEST), setup.abstract)
+  _, logits = loop.evaluate_state(setup.eval_step, state, data.eval.images, data.eval.labels,
+                                  config.eval.batch_size, setup.data_sharding)
+  split = config.data.eval_split
+  extra = {"checkpoint": ckpt.BEST, "step": meta.get("step"), "epoch": meta.get("epoch"),
+           "evaluated_on": split, "unreadable_files": len(data.eval.failures),
+           "train_seconds": meta.get("train_seconds")}
+  labels = np.asarray(data.eval.labels)
+  if distributed.is_primary():
+    return write_evaluation(workdir_lib.eval_dir(run.workdir, ckpt.BEST, split), labels,
+                            logits, data.eval.names, data.class_names, extra=extra)
+  # The same summary as the primary's metrics.json: every process holds all the logits.
+  return {**metrics_lib.headline_metrics(labels, logits, len(data.class_names)),
+          "count": int(len(labels)), **extra}

@@ -1,13 +1,21 @@
-"""Model registry: a config's `model` section → a Flax module and its input normalisation.
+"""Model registry and the models' input contract.
 
-Every model takes NHWC float input already normalised as `(pixels - mean) / std`, and
-implements `__call__(x, *, train)`, `features(x, *, train)` (the last feature map, for
-Grad-CAM) and `classify(features, *, train)`; its classifier is a submodule named `head`.
+`build_model` turns a config's `model` section into a Flax module. Every model takes NHWC
+float input already normalised as `(pixels - mean) / std` and implements `__call__(x, *, train)`,
+`features(x, *, train)` (the last feature map, for Grad-CAM) and `classify(features, *, train)`;
+its classifier is a submodule named `head`.
+
+The input contract is written once, here: `InputSpec` (mean, std and compute dtype of a model)
+turns pixels on the 0..255 scale into the model's input, `apply_pixels` applies a model to
+them, and `init_variables` initialises a model for square images of a given size. Training,
+inference, export and the explanations all go through these.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from typing import Any
 
 import ml_collections
 import flax.linen as nn
@@ -15,7 +23,8 @@ import jax.numpy as jnp
 
 from carjax.models.cnn import CustomCNN
 
-# Pixel mean and std on the 0..255 scale.
+# ImageNet's pixel mean and std on the 0..255 scale (the configs' default normalisation and
+# that of converted torchvision/timm weights).
 IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
@@ -59,9 +68,38 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn
   raise ValueError(f"config.model.name must be 'custom_cnn' or 'efficientnet', got {name!r}")
 
 
-def input_normalization(model_config: ml_collections.ConfigDict):
-  """(mean, std) per RGB channel on the 0..255 scale that the model expects."""
-  return tuple(model_config.input_mean), tuple(model_config.input_std)
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+  """What a model expects of its input: per-channel `mean` and `std` on the 0..255 scale, and
+  the `dtype` it computes in."""
+
+  mean: tuple[float, float, float]
+  std: tuple[float, float, float]
+  dtype: Any = jnp.float32
+
+  @classmethod
+  def from_config(cls, model_config: ml_collections.ConfigDict) -> "InputSpec":
+    return cls(tuple(model_config.input_mean), tuple(model_config.input_std),
+               jnp.dtype(model_config.get("dtype", "float32")))
+
+  def normalize(self, pixels):
+    """(pixels - mean) / std per channel, in the compute dtype; pixels on the 0..255 scale."""
+    mean = jnp.asarray(self.mean, jnp.float32)
+    std = jnp.asarray(self.std, jnp.float32)
+    return ((pixels.astype(jnp.float32) - mean) / std).astype(self.dtype)
+
+
+def apply_pixels(model: nn.Module, variables, pixels, spec: InputSpec, *, train: bool,
+                 **apply_kwargs):
+  """`model.apply` on pixels (uint8, or float on the 0..255 scale) normalised by `spec`;
+  `apply_kwargs` (rngs, mutable) go to `model.apply`."""
+  return model.apply(variables, spec.normalize(pixels), train=train, **apply_kwargs)
+
+
+def init_variables(model: nn.Module, image_size: int, rng):
+  """The model's freshly initialised variables for `image_size`² RGB input (pure: use under
+  `jax.jit` or `jax.eval_shape`)."""
+  return model.init(rng, jnp.zeros((1, image_size, image_size, 3), jnp.float32), train=False)
 
 
 # XLA:CPU options per architecture, measured model by model (RESULTS.md "Speed"). YNNPACK's

@@ -19,7 +19,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from carjax.data import augment
 from carjax import plotting
 from carjax.plotting import plt
 
@@ -93,7 +92,7 @@ def upsample(heatmap: np.ndarray, size: int) -> np.ndarray:
 def predictor_gradcam(predictor, images_uint8: np.ndarray, target_classes=None,
                       layer: str | None = None):
   """(heat maps upsampled to the input size [N, S, S], probabilities [N, K]) for a predictor."""
-  x = augment.normalize(images_uint8, predictor.mean, predictor.std)
+  x = predictor.input_spec.normalize(images_uint8)
   targets = None if target_classes is None else jnp.asarray(target_classes, jnp.int32)
   run = jax.jit(lambda v, x, t: gradcam(predictor.model, v, x, t, layer))
   cams, logits = jax.device_get(run(predictor.variables, x, targets))
@@ -159,7 +158,7 @@ class PredictorGradCam:
       chunk = images_uint8[start:start + self.batch_size]
       pad = self.batch_size - len(chunk)
       padded = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-      x = augment.normalize(padded, self.predictor.mean, self.predictor.std)
+      x = self.predictor.input_spec.normalize(padded)
       cams, logits = jax.device_get(self._run(self.predictor.variables, x))
       heatmaps.extend(upsample(cam, size) for cam in cams[:len(chunk)])
       probs.append(np.asarray(jax.nn.softmax(logits[:len(chunk)], axis=-1)))

@@ -13,7 +13,6 @@ from typing import Sequence
 import jax.numpy as jnp
 import numpy as np
 
-from carjax.data import augment
 from carjax import plotting
 from carjax.plotting import plt
 
@@ -46,7 +45,7 @@ def feature_maps(model, variables, images: np.ndarray) -> list[tuple[str, np.nda
 
 def predictor_feature_maps(predictor, image_uint8: np.ndarray) -> list[tuple[str, np.ndarray]]:
   """Feature maps [(name, [h, w, C])] of one uint8 photo at the predictor's input size."""
-  x = augment.normalize(image_uint8[None], predictor.mean, predictor.std)
+  x = predictor.input_spec.normalize(image_uint8[None])
   return [(name, maps[0]) for name, maps in
           feature_maps(predictor.model, predictor.variables, np.asarray(x))]
 

@@ -5,7 +5,7 @@
 
   * a finished run (last checkpoint at its final epoch, evaluated) is reused as it is: only
     its evaluation on the study's held-out split is (re)computed if missing or stale;
-  * otherwise, with `config.train_missing`, `train_and_evaluate` trains or resumes it;
+  * otherwise, with `config.train_missing`, `carjax.train.loop.train` trains or resumes it;
   * otherwise an unfinished run is reported with its best checkpoint so far, and a model
     without any checkpoint is listed as missing. Nothing missing stops the report.
 
@@ -136,7 +136,7 @@ def prepare_run(name: str, config: ml_collections.ConfigDict, workdir: str,
                 train_fn: Callable[[ml_collections.ConfigDict, str], Any] | None = None
                 ) -> ModelRun:
   """Reuses, trains/resumes or reports as missing one model's run (see the module doc)."""
-  train_fn = train_fn or loop.train_and_evaluate
+  train_fn = train_fn or loop.train
   split = config.data.eval_split
   progress = workdir_lib.run_progress(workdir)
   notes = []

@@ -1,147 +1,40 @@
-"""`train_and_evaluate(config, workdir)`: the whole training run, resumable at any step.
+"""`train(config, workdir)`: the epochs of one training run, resumable at any step.
 
-Start-up order for the weights: the newest checkpoint in `workdir` (a stopped run resumes
-where it was), else `config.init.resume_from` (another run's checkpoint), else pretrained
-weights named by `config.model.pretrained` (the head re-initialised for our classes), else
-random initialisation. Data order and augmentation are pure functions of (seed, step), so a
-resumed run reproduces an uninterrupted one.
+The set-up (model, optimiser, mesh, shardings, jitted steps) and the resume order are
+`carjax.train.setup`'s; this module only loops: training windows, the per-epoch evaluation,
+`last` and `best` checkpoints and the NaN guard. Data order and augmentation are pure
+functions of (seed, step), so a resumed run reproduces an uninterrupted one. The final
+evaluation of the best checkpoint is the caller's (`carjax.evaluation.evaluate.evaluate_trained`,
+which `launch/train.py` runs after training).
 """
 
 from __future__ import annotations
 
-import json
-import os
+import dataclasses
 import time
 from typing import Any
 
 from absl import logging
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from carjax import distributed
-from carjax import workdir as workdir_lib
-from carjax import models
-from carjax.data import pipeline
-from carjax import metrics as metrics_lib
-from carjax.errors import ConfigError, MissingPathError, NonFiniteError
 from carjax import checkpoint as ckpt
+from carjax import distributed
 from carjax import faults
 from carjax import interrupts
-from carjax.train import optim
-from carjax.train import sharding as sharding_lib
+from carjax import metrics as metrics_lib
+from carjax.data import pipeline
+from carjax.data.loading import RunData, load_data, open_configured_source
+from carjax.errors import NonFiniteError
 from carjax.train import recovery
+from carjax.train import rerun
+from carjax.train import setup as setup_lib
+from carjax.train import sharding as sharding_lib
 from carjax.train import steps as steps_lib
 from carjax.train import validate
-from carjax.train import rerun
 from carjax.train.progress import ProgressBar
 from carjax.workdir import MetricWriter, write_run_files
-from carjax.data.loading import load_data, open_configured_source
-from carjax.train.state import TrainState
-
-
-def rngs_from_seed(seed: int) -> dict[str, jax.Array]:
-  """Independent keys by purpose, all derived from the one `config.seed`."""
-  root = jax.random.key(seed)
-  init, train = jax.random.split(root)
-  return {"init": init, "train": train}
-
-
-def class_weights_for(labels: np.ndarray, num_classes: int) -> np.ndarray:
-  """Inverse-frequency weights with mean 1 over examples (a class absent from train gets 0)."""
-  counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-  weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
-  return weights.astype(np.float32)
-
-
-def init_variables(model, config: ml_collections.ConfigDict, rng):
-  size = config.data.image_size
-  return model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
-
-
-def create_train_state(model, config: ml_collections.ConfigDict, rng, tx) -> TrainState:
-  """A freshly initialised state (pure: use under `jax.jit` or `jax.eval_shape`).
-
-  `tx` is built once per run and shared, so every state of the run has the same static
-  (non-array) fields, which jit's output shardings and checkpoint restores compare.
-  """
-  variables = init_variables(model, config, rng)
-  params = variables["params"]
-  return TrainState.create(
-      apply_fn=model.apply, params=params, tx=tx,
-      batch_stats=variables.get("batch_stats", {}),
-      ema_params=params if config.train.ema_decay else {})
-
-
-def _initial_state(model, config, workdir, rngs, tx, state_sharding, abstract):
-  """Applies the resume order; returns (state, meta of the restored checkpoint or {})."""
-  restored = recovery.restore_newest_intact(workdir, abstract)
-  if restored is not None:
-    state, meta = restored
-    logging.info("Resuming from %s at step %d.", ckpt.checkpoint_dir(workdir, ckpt.LAST),
-                 int(state.step))
-    return state, meta
-  if config.init.resume_from:
-    source_dir = config.init.resume_from
-    restored = ckpt.restore(ckpt.manager(source_dir, ckpt.LAST), abstract)
-    if restored is None:
-      raise MissingPathError(
-          f"config.init.resume_from={source_dir!r} holds no checkpoint under "
-          f"{ckpt.checkpoint_dir(source_dir, ckpt.LAST)}")
-    logging.info("Starting from the checkpoint of %s.", source_dir)
-    # Its weights only: this run keeps its own best checkpoint and time.
-    return restored[0], {}
-  init = jax.jit(lambda r: create_train_state(model, config, r, tx),
-                 out_shardings=state_sharding)
-  with interrupts.deferred("the initialisation"):
-    state = init(rngs["init"])
-  if config.model.pretrained:
-    state = state_from_pretrained(state, model, config)
-  return state, {}
-
-
-def state_from_pretrained(state: TrainState, model, config: ml_collections.ConfigDict) -> TrainState:
-  """`state` with every parameter and BatchNorm statistic from `config.model.pretrained`
-  except the classifier head (re-initialised for our classes; zero with
-  `config.init.zero_head`). Fails, naming them, on weights made for another model."""
-  from carjax.models import pretrained  # pylint: disable=g-import-not-at-top
-  weights_dir = pretrained_weights_dir(config)
-  variables, conventions = ckpt.load_converted(weights_dir)
-  pretrained.check_conventions(conventions, config.model, model)
-  merged = pretrained.merge_pretrained(
-      {"params": state.params, "batch_stats": state.batch_stats}, variables,
-      reinit=("head",))
-  if config.init.zero_head:
-    # Random logits of a fresh head over 1280 pretrained features are large (loss ~4 for
-    # 20 classes instead of ln 20 = 3); starting at zero keeps early gradients from
-    # scrambling the pretrained backbone (measured: 0.41 val accuracy after one epoch on
-    # cars20 against 0.29 with the random head).
-    merged["params"]["head"] = jax.tree.map(jnp.zeros_like, merged["params"]["head"])
-  # Each new leaf goes where its initialised counterpart lives (replicated over the mesh).
-  placed = {k: jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), merged[k], v)
-            for k, v in (("params", state.params), ("batch_stats", state.batch_stats))}
-  state = state.replace(**placed)
-  merged = placed
-  if config.train.ema_decay:
-    state = state.replace(ema_params=merged["params"])
-  logging.info("Initialised from pretrained weights %s (head re-initialised%s).",
-               weights_dir, " at zero" if config.init.zero_head else "")
-  return state
-
-
-def pretrained_weights_dir(config: ml_collections.ConfigDict) -> str:
-  """The absolute directory `config.model.pretrained` names ('' for none), converting known
-  ImageNet weights into the cache on first use (`carjax.convert.weights_cache`). The config
-  keeps the name as given, so a run's config.json stays the same on every machine."""
-  if not config.model.get("pretrained"):
-    return ""
-  from carjax.convert import weights_cache  # pylint: disable=g-import-not-at-top
-  return weights_cache.resolve(config.model.pretrained)
-
-
-def _mesh_of(sharding_tree):
-  return jax.tree.leaves(sharding_tree)[0].mesh
 
 
 def evaluate_state(eval_step, state, images, labels, batch_size, data_sharding):
@@ -168,8 +61,18 @@ def evaluate_state(eval_step, state, images, labels, batch_size, data_sharding):
   return summary, np.concatenate(logits) if logits else np.zeros((0, 0), np.float32)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains `config` in `workdir`, evaluating each epoch; returns the final eval metrics.
+@dataclasses.dataclass
+class TrainedRun:
+  """What a finished `train` hands on: the run's config, workdir, decoded data and set-up."""
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  data: RunData
+  setup: setup_lib.TrainSetup
+
+
+def train(config: ml_collections.ConfigDict, workdir: str) -> TrainedRun:
+  """Trains `config` in `workdir`, evaluating each epoch and keeping `last` and `best`.
 
   Every config value is checked first and pretrained weights are converted (or the run stops)
   before the workdir or the data is touched; the workdir is then locked for the whole run,
@@ -177,7 +80,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   written.
   """
   validate.validate_config(config)
-  pretrained_weights_dir(config)
+  setup_lib.pretrained_weights_dir(config)
   faults.reset()
   # One lock per run: in a multi-process run, process 0 holds it for all of them.
   with rerun.WorkdirLock(workdir, enabled=jax.process_index() == 0), \
@@ -185,62 +88,32 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     return _train_locked(config, workdir)
 
 
-def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  rngs = rngs_from_seed(config.seed)
-  # --- scale-out (issue 14): one mesh over every process's devices; decoded once per disk.
+def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> TrainedRun:
+  # One mesh over every process's devices, checked before any data is read.
   mesh = sharding_lib.make_mesh(config)
   sharding_lib.check_batch_sizes(config, mesh)
-  data_sharding = sharding_lib.batch_sharding(mesh)
-  replicated = sharding_lib.replicated(mesh)
-  # --- end scale-out
   source = open_configured_source(config.data)
   validate.check_data_source(source, config)
   class_names = tuple(source.class_names)
   num_classes = len(class_names)
-  model = models.build_model(config.model, num_classes)
-  abstract_params = jax.eval_shape(lambda r: init_variables(model, config, r), rngs["init"])
-  rerun.check_rerun(workdir, config, class_names, abstract_params)
+  rerun.check_rerun(workdir, config, class_names,
+                    setup_lib.abstract_variables(config, num_classes))
+  # Decoded once per disk: the primary fills the cache, the others read it.
   data = distributed.primary_first("carjax:load_data", lambda: load_data(config, source))
   validate.check_decoded(data.train.labels, data.eval.labels, config)
   if distributed.is_primary():
     write_run_files(config, workdir, class_names, data.unreadable_files())
 
-  mean, std = models.input_normalization(config.model)
   per_epoch = pipeline.steps_per_epoch(len(data.train.labels), config.train.batch_size)
-
-  tx, schedules = optim.make_optimizer(config.train, per_epoch, abstract_params["params"])
-  abstract = jax.eval_shape(lambda r: create_train_state(model, config, r, tx), rngs["init"])
-  state_sharding = sharding_lib.state_sharding(abstract, mesh, config)
-  abstract = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sharding)
-  state, meta = _initial_state(model, config, workdir, rngs, tx, state_sharding, abstract)
-
-  weights = (class_weights_for(data.train.labels, num_classes)
+  weights = (steps_lib.class_weights_for(data.train.labels, num_classes)
              if config.train.class_weights else None)
-  xla_options = models.compiler_options(config.model, jax.default_backend())
-  train_step = jax.jit(
-      steps_lib.make_train_step(model, config, num_classes, mean, std, weights,
-                                sharding_lib.micro_batch_sharding(mesh)),
-      donate_argnums=(0,), out_shardings=(state_sharding, replicated),
-      compiler_options=xla_options)
-  eval_step = jax.jit(steps_lib.make_eval_step(model, config, num_classes, mean, std),
-                      out_shardings=replicated, compiler_options=xla_options)
-
-  run = _EpochLoop(config, workdir, data, class_names, per_epoch, schedules, train_step,
-                   eval_step, data_sharding, rngs["train"])
-  run.resume(state, meta, abstract)
+  setup = setup_lib.build(config, num_classes, per_epoch, class_weights=weights, mesh=mesh)
+  state, meta = setup_lib.initial_state(setup, config, workdir)
+  run = _EpochLoop(config, workdir, data, class_names, per_epoch, setup.schedules,
+                   setup.train_step, setup.eval_step, setup.data_sharding, setup.rngs["train"])
+  run.resume(state, meta, setup.abstract)
   run.train()
-
-  # The run's result: the best checkpoint, evaluated and reported in full.
-  from carjax.evaluation import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
-  if jax.process_count() > 1:
-    return _evaluate_best_across_processes(workdir, config, data, eval_step, abstract,
-                                           data_sharding)
-  return evaluate_lib.evaluate_workdir(workdir, which=ckpt.BEST, split=config.data.eval_split,
-                                       preloaded=data)
-
-
-# --- scale-out (issue 14) ---------------------------------------------------------------------
+  return TrainedRun(config, workdir, data, setup)
 
 
 class _NoMetricWriter:
@@ -252,28 +125,6 @@ class _NoMetricWriter:
 
   def close(self) -> None:
     pass
-
-
-def _evaluate_best_across_processes(workdir, config, data, eval_step, abstract,
-                                    data_sharding) -> dict[str, Any]:
-  """The best checkpoint's evaluation, as `evaluate_workdir` writes it, computed by every
-  process together (each evaluates its rows) and written by the primary."""
-  from carjax.evaluation import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
-  state, meta = ckpt.restore(ckpt.manager(workdir, ckpt.BEST), abstract)
-  _, logits = evaluate_state(eval_step, state, data.eval.images, data.eval.labels,
-                             config.eval.batch_size, data_sharding)
-  split = config.data.eval_split
-  extra = {"checkpoint": ckpt.BEST, "step": meta.get("step"), "epoch": meta.get("epoch"),
-           "evaluated_on": split, "unreadable_files": len(data.eval.failures),
-           "train_seconds": meta.get("train_seconds")}
-  labels = np.asarray(data.eval.labels)
-  if distributed.is_primary():
-    return evaluate_lib.write_evaluation(
-        workdir_lib.eval_dir(workdir, ckpt.BEST, split), labels, logits, data.eval.names,
-        data.class_names, extra=extra)
-  # The same summary as the primary's metrics.json: every process holds all the logits.
-  return {**metrics_lib.headline_metrics(labels, logits, len(data.class_names)),
-          "count": int(len(labels)), **extra}
 
 
 class _EpochLoop:

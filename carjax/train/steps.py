@@ -4,9 +4,12 @@
 dropout, and applies one optimiser update; `eval_step(state, batch)` returns per-example
 logits plus sums and counts that honour the padding mask, so every image counts once.
 
-Gradient accumulation (`config.train.grad_accum_steps = k > 1`) splits each global batch
-into k micro-batches inside the one jitted step (a `lax.scan`, so only one micro-batch's
-activations are alive at a time) and applies one optimiser update with the gradient of the
+The factories take plain values (the model, its `InputSpec`, an `AugmentSpec`, the loss
+options), never the config: `carjax.train.setup.build` reads the config once and binds them.
+
+Gradient accumulation (`accum_steps = k > 1`, from `config.train.grad_accum_steps`) splits
+each global batch into k micro-batches inside the one jitted step (a `lax.scan`, so only one
+micro-batch's activations are alive at a time) and applies one optimiser update with the gradient of the
 whole batch's loss. Augmentation keys, class weights and the loss normalisation are those of
 the whole batch, so without BatchNorm (and without dropout, whose masks are drawn per
 micro-batch) k micro-batches give exactly the update of one k× larger batch. BatchNorm
@@ -23,9 +26,10 @@ from typing import Any, Callable
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
+import numpy as np
 import optax
 
+from carjax import models
 from carjax.data import augment
 from carjax.train import optim
 from carjax.train.state import TrainState
@@ -52,28 +56,30 @@ def _trained_norm(grads, frozen_pattern: str):
                           if label != "frozen"])
 
 
-def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, num_classes: int,
-                    mean, std, class_weights=None,
+def class_weights_for(labels: np.ndarray, num_classes: int) -> np.ndarray:
+  """Inverse-frequency weights with mean 1 over examples (a class absent from train gets 0)."""
+  counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+  weights = np.where(counts > 0, len(labels) / (num_classes * np.maximum(counts, 1)), 0.0)
+  return weights.astype(np.float32)
+
+
+def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
+                    augment_spec: augment.AugmentSpec, num_classes: int,
+                    label_smoothing: float = 0.0, ema_decay: float = 0.0,
+                    frozen_pattern: str = "", accum_steps: int = 1, class_weights=None,
                     micro_batch_sharding=None) -> Callable[..., Any]:
   """Builds the (not yet jitted) `train_step(state, batch, rng) -> (state, metrics)`.
 
-  `micro_batch_sharding` (for grad_accum_steps > 1) places the [k, batch/k, ...] micro-batch
-  stack so that every micro-batch is split over every device.
+  `frozen_pattern` (the optimiser's frozen parameters) is left out of the logged gradient
+  norm. `micro_batch_sharding` (for accum_steps > 1) places the [k, batch/k, ...]
+  micro-batch stack so that every micro-batch is split over every device.
   """
-  data_cfg, train_cfg = config.data, config.train
-  aug_cfg = data_cfg.augment
-  accum_steps = int(train_cfg.get("grad_accum_steps", 1))
-  compute_dtype = jnp.dtype(config.model.get("dtype", "float32"))
   weights_table = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
 
   def train_step(state: TrainState, batch, rng):
     step_rng = jax.random.fold_in(rng, state.step)
     aug_rng, dropout_rng = jax.random.split(step_rng)
-    images = augment.augment_batch(
-        aug_rng, batch["image"], out_size=data_cfg.image_size,
-        scale=tuple(aug_cfg.crop_scale), ratio=tuple(aug_cfg.crop_ratio),
-        flip=aug_cfg.flip, jitter=aug_cfg.color_jitter)
-    images = augment.normalize(images, mean, std, compute_dtype)
+    images = input_spec.normalize(augment_spec.apply(aug_rng, batch["image"]))
     labels = batch["label"]
     example_weights = None if weights_table is None else weights_table[labels]
 
@@ -81,8 +87,7 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, num_cla
       logits, updates = model.apply(
           {"params": params, "batch_stats": state.batch_stats}, images, train=True,
           rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
-      loss, _ = cross_entropy(logits, labels, num_classes, train_cfg.label_smoothing,
-                              example_weights)
+      loss, _ = cross_entropy(logits, labels, num_classes, label_smoothing, example_weights)
       return loss, (logits, updates)
 
     if accum_steps == 1:
@@ -92,11 +97,11 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, num_cla
     else:
       loss, logits, grads, batch_stats = _accumulated_gradients(
           model, state, images, labels, example_weights, dropout_rng, accum_steps,
-          lambda lg, lb: cross_entropy(lg, lb, num_classes, train_cfg.label_smoothing)[1],
+          lambda lg, lb: cross_entropy(lg, lb, num_classes, label_smoothing)[1],
           micro_batch_sharding)
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
-    if train_cfg.ema_decay:
-      decay = train_cfg.ema_decay
+    if ema_decay:
+      decay = ema_decay
       new_state = new_state.replace(ema_params=jax.tree.map(
           lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, new_state.params))
     count = labels.shape[0]
@@ -105,7 +110,7 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, num_cla
         "correct": jnp.sum(jnp.argmax(logits, -1) == labels),
         "count": jnp.asarray(count, jnp.int32),
         # The host stops the run on a non-finite loss or gradient (carjax.train.loop).
-        "grad_norm": _trained_norm(grads, train_cfg.frozen_params),
+        "grad_norm": _trained_norm(grads, frozen_pattern),
     }
     return new_state, metrics
 
@@ -156,15 +161,14 @@ def _accumulated_gradients(model, state, images, labels, example_weights, dropou
   return jnp.sum(losses), logits, grads, batch_stats
 
 
-def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict, num_classes: int,
-                   mean, std) -> Callable[..., Any]:
-  """Builds `eval_step(state, batch) -> dict` with masked sums and per-example logits."""
-  compute_dtype = jnp.dtype(config.model.get("dtype", "float32"))
-  use_ema = bool(config.train.ema_decay)
+def make_eval_step(*, model: nn.Module, input_spec: models.InputSpec, num_classes: int,
+                   use_ema: bool = False) -> Callable[..., Any]:
+  """Builds `eval_step(state, batch) -> dict` with masked sums and per-example logits
+  (`use_ema`: evaluate the weight average when the state keeps one)."""
 
   def eval_step(state: TrainState, batch):
-    images = augment.normalize(batch["image"], mean, std, compute_dtype)
-    logits = model.apply(state.eval_variables(use_ema), images, train=False)
+    logits = models.apply_pixels(model, state.eval_variables(use_ema), batch["image"],
+                                 input_spec, train=False)
     logits = logits.astype(jnp.float32)
     labels, mask = batch["label"], batch["mask"]
     _, losses = cross_entropy(logits, labels, num_classes)

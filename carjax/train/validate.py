@@ -1,6 +1,6 @@
 """Every config value checked before any data is read, each failure naming its option.
 
-`validate_config(config)` runs first in `train_and_evaluate`: a typo in `best_metric`, a zero
+`validate_config(config)` runs first in `carjax.train.loop.train`: a typo in `best_metric`, a zero
 batch size or a learning rate of 1e6 fails in a second with a one-line `ConfigError`, not
 after an epoch. `check_data_source(source, config)` then checks what can be known from a
 source's listing before decoding (split names, at least two classes, no empty split), and
