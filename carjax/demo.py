@@ -24,7 +24,8 @@ from PIL import Image
 from carjax import extras
 from carjax import inference
 from carjax.data import decode
-from carjax.reports import gradcam
+from carjax import explain
+from carjax import plotting
 
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
 TOP_K = 3
@@ -41,7 +42,7 @@ class DemoModel:
 
   def __init__(self, predictor: inference.Predictor):
     self.predictor = predictor
-    self.explainer = gradcam.PredictorGradCam(predictor)
+    self.explainer = explain.PredictorGradCam(predictor)
     self._lock = threading.Lock()
 
   def describe(self) -> str:
@@ -72,7 +73,7 @@ class DemoModel:
             top_k=[{"make": self.predictor.class_names[i], "probability": float(p[i])}
                    for i in order],
             input_png=_png_data_url(image),
-            gradcam_png=_png_data_url(gradcam.overlay(image, heatmap)))
+            gradcam_png=_png_data_url(plotting.overlay_heatmap(image, heatmap)))
     return results
 
 

@@ -10,29 +10,31 @@ tables. A finished run already in <workdir>/<model name>/ (moved or symlinked th
 evaluated and reported. With --config.train_missing=False nothing is trained: the report
 covers the runs that exist (an unfinished one with its best checkpoint so far) and lists
 the others as missing.
-"""
 
-import importlib
+`--config=configs/study.py:tiny` (`get_config("tiny")`) is a study of two tiny CNNs at 32 px for
+1 epoch, for tests and smoke runs (seconds on a CPU).
+"""
 
 import ml_collections
 
+from configs import base
 from configs import custom_cnn
+from configs import efficientnet_lite0_finetune
+
+# Fields of `base`'s data section that each model keeps as its own config sets them (they
+# shape its input and augmentation); every other data field is the study's, shared by all.
+PER_MODEL_DATA_FIELDS = ("image_size", "resize_mode", "num_workers", "augment")
 
 
 def shared_data() -> ml_collections.ConfigDict:
-  """The data fields every model of a study shares (copied over each model's `data`)."""
-  d = ml_collections.ConfigDict()
-  d.source = ""  # 'folder:/path' or 'tfds:NAME', as for launch/train.py.
-  d.train_split = "train"
+  """The data fields every model of a study shares (copied over each model's `data`):
+  `base`'s data section without `PER_MODEL_DATA_FIELDS`."""
+  d = base.get_config().data
+  for field in PER_MODEL_DATA_FIELDS:
+    del d[field]
   # The held-out split every model is evaluated and compared on. Training also picks its
   # best checkpoint on it, so prefer a 'test' split where the data has one.
   d.eval_split = "val"
-  d.cache_dir = "~/.cache/carjax"
-  d.split_seed = 0
-  d.val_fraction = 0.15
-  d.test_fraction = 0.15
-  d.tfds_data_dir = ""
-  d.tfds_manual_dir = ""
   return d
 
 
@@ -58,26 +60,49 @@ def report_options() -> ml_collections.ConfigDict:
   return r
 
 
-def optional_config(module_name: str):
-  """`configs.<module_name>.get_config()`, or None while that config does not exist yet."""
-  try:
-    return importlib.import_module(f"configs.{module_name}").get_config()
-  except ModuleNotFoundError as e:
-    if e.name != f"configs.{module_name}":
-      raise
-    return None
-
-
-def get_config() -> ml_collections.ConfigDict:
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  """The study; `arg="tiny"` gives the tiny smoke-test study."""
+  if arg not in (None, "", "tiny"):
+    raise ValueError(f"configs/study.py takes no argument or 'tiny', got {arg!r}")
   c = ml_collections.ConfigDict()
   c.data = shared_data()
   c.models = ml_collections.ConfigDict()
-  c.models.custom_cnn = custom_cnn.get_config()
-  lite0 = optional_config("efficientnet_lite0_finetune")
-  if lite0 is not None:
-    c.models.efficientnet_lite0 = lite0
+  if arg == "tiny":
+    c.data.cache_dir = ""
+    c.models.tiny_cnn = custom_cnn.get_config("tiny")
+    c.models.tiny_cnn_avgpool = tiny_cnn_variant()
+    for model in c.models.values():
+      model.train.num_epochs = 1
+  else:
+    c.models.custom_cnn = custom_cnn.get_config()
+    c.models.efficientnet_lite0 = efficientnet_lite0_finetune.get_config()
   # False: train nothing, report the runs already in the workdir (e.g. while one still trains).
   c.train_missing = True
   c.report = report_options()
+  if arg == "tiny":
+    shrink_report(c.report)
   c.lock()
   return c
+
+
+def tiny_cnn_variant() -> ml_collections.ConfigDict:
+  """A second, different tiny CNN: average pooling, other widths, no hidden dense layer."""
+  c = custom_cnn.get_config("tiny")
+  c.model.stage_widths = (6, 12, 12)
+  c.model.pooling = "avg"
+  c.model.dense_widths = ()
+  c.train.learning_rate = 5e-3
+  return c
+
+
+def shrink_report(r: ml_collections.ConfigDict) -> None:
+  """The tiny study's report: few photos and views, quick timing."""
+  r.samples_per_class = 2
+  r.augmentation_views = 3
+  r.feature_map_channels = 4
+  r.feature_map_layers = ml_collections.ConfigDict(
+      {"tiny_efficientnet": ("stem", "stage2", "stage7", "head_conv")})
+  r.gradcam_photos = 3
+  r.mistakes_shown = 4
+  r.inference_batch_size = 8
+  r.inference_repeats = 2

@@ -4,7 +4,7 @@ r"""CPU speed benchmark: carjax vs Keras vs PyTorch, plus the input pipeline, in
       --stacks=carjax,keras,torch --image_size=224 --train_batch=32 --infer_batch=64 \
       --rounds=3 --repeats=5 --steps=3 --warmup=2 --threads=2 --output=bench.json --markdown
 
-Every (stack, model, round) runs in a fresh process (carjax.benchmark.worker); rounds are
+Every (stack, model, round) runs in a fresh process (benchmarks.worker); rounds are
 interleaved across stacks. Writes every raw timing and the environment to --output (JSON)
 and, with --markdown, a RESULTS.md table to the same name with .md (also printed).
 Keras and PyTorch are optional (`pip install -e .[bench]`); a missing one is reported as
@@ -24,7 +24,8 @@ from absl import flags
 
 from carjax import cli
 from carjax import jsonio
-from carjax.benchmark import configs, runner
+from benchmarks import model_configs as configs
+from benchmarks import runner
 
 _MODELS = flags.DEFINE_list("models", list(configs.DEFAULT_MODELS),
                             f"Models to measure, of {sorted(configs.MODEL_CONFIGS)}.")

@@ -17,7 +17,7 @@ from absl import logging
 from carjax import cli
 from carjax import inference
 from carjax import logging_setup
-from carjax.reports import prediction_output
+from carjax import prediction_output
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint.")
@@ -46,8 +46,8 @@ def main(argv):
   results, failures = predictor.predict_files(files, _TOP_K.value, _BATCH.value)
   print(prediction_output.render(results, failures, _FORMAT.value), end="")
   if _GRADCAM.value and results:
-    from carjax.reports import gradcam  # pylint: disable=g-import-not-at-top
-    written = gradcam.write_overlays(predictor, [r["file"] for r in results], _GRADCAM.value,
+    from carjax import explain  # pylint: disable=g-import-not-at-top
+    written = explain.write_overlays(predictor, [r["file"] for r in results], _GRADCAM.value,
                                      _GRADCAM_LAYER.value)
     # On stderr: stdout stays the requested format (json/csv can be piped).
     print(f"Grad-CAM overlays: {len(written)} in {_GRADCAM.value}", file=sys.stderr)

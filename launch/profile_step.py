@@ -7,7 +7,7 @@ r"""Ablation profile of a training step: what each kind of layer costs.
 Times the jitted SGD train step of the model as the project runs it on this backend, with
 depthwise through XLA's grouped convolution, with depthwise replaced by a per-channel scale,
 and additionally without squeeze-and-excitation, with XLA's default CPU options; or the custom
-CNN with `nn.max_pool`, without BatchNorm, without pooling cost (carjax.benchmark.breakdown),
+CNN with `nn.max_pool`, without BatchNorm, without pooling cost (benchmarks.breakdown),
 and prints a Markdown table. Run it on an otherwise idle machine.
 """
 
@@ -19,7 +19,7 @@ from absl import app
 from absl import flags
 
 from carjax import cli
-from carjax.benchmark import breakdown
+from benchmarks import breakdown
 
 _MODEL = flags.DEFINE_string("model", "b0", "EfficientNet variant (b0, lite0, ...).")
 _SIZE = flags.DEFINE_integer("image_size", 224, "Input side in pixels.")

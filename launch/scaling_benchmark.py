@@ -30,11 +30,11 @@ flags.mark_flags_as_required(["config"])
 def main(argv):
   del argv
   if _CHILD.value:
-    from carjax.benchmark import scaling  # pylint: disable=g-import-not-at-top
+    from benchmarks import scaling  # pylint: disable=g-import-not-at-top
     print(json.dumps(scaling.measure(_CONFIG.value, steps=_STEPS.value,
                                                 repeats=_REPEATS.value)), flush=True)
     return
-  from carjax.benchmark import env  # pylint: disable=g-import-not-at-top
+  from benchmarks import env  # pylint: disable=g-import-not-at-top
   print(json.dumps({"date": env.datetime.datetime.now().isoformat(timespec="seconds"),
                     "cpu": env.cpu_model(), "cores": len(os.sched_getaffinity(0)),
                     "load_average": os.getloadavg(),

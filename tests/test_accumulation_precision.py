@@ -9,14 +9,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import tiny_cnn
+from configs import custom_cnn
 from tests import helpers
 
 MEAN, STD = (127.5,) * 3, (64.0,) * 3
 
 
 def _config(**model):
-  config = tiny_cnn.get_config().unlock()
+  config = custom_cnn.get_config("tiny").unlock()
   config.model.dropout_rate = 0.0  # Dropout masks are drawn per micro-batch.
   config.train.warmup_epochs = 0.0
   config.train.learning_rate = 1e-2

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from carjax import host_runtime
-from carjax.benchmark import env, runner, stats
+from benchmarks import env, runner, stats
 from tests.conftest import REPO_ROOT, write_synthetic_folder
 
 
@@ -247,7 +247,7 @@ def test_smoke_run_writes_report(tmp_path):
 
 
 def test_breakdown_variants_change_only_what_they_say():
-  from carjax.benchmark import breakdown
+  from benchmarks import breakdown
   # 64 px and batch 8: at 32 px the last stages are 1x1, and training-mode BatchNorm over
   # two values per channel amplifies float rounding, so no two implementations agree there.
   small = dict(model_variant="lite0", num_classes=3, image_size=64, batch_size=8)
@@ -268,7 +268,7 @@ def test_breakdown_variants_change_only_what_they_say():
 
 
 def test_breakdown_cnn_variants_compute_the_same_step_but_the_pooling_stand_in():
-  from carjax.benchmark import breakdown
+  from benchmarks import breakdown
   from carjax.models import cnn
   small = dict(num_classes=3, image_size=64, batch_size=4)
   results = {v: breakdown.time_variant(v, repeats=1, warmup=0, **small)

@@ -6,8 +6,8 @@ carjax trains with, in float32, with the XLA:CPU options carjax compiles that mo
 with (`carjax.models.compiler_options`), at sizes large enough for the library paths to take
 it (YNNPACK takes reductions from 4,096 elements and convolutions with over 16 channels), and
 compares forward values and gradients with the float64 reference formulas of
-`docs/mathematics.md` (`carjax.mathematics`, evaluated op by op in float64, a path YNNPACK
-never takes). Then one whole train step of each model family against the same step in float64.
+`docs/mathematics.md` (`tests/reference/mathematics.py`, evaluated op by op in float64, a path
+YNNPACK never takes). Then one whole train step of each model family against the same step in float64.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import numpy as np
 import optax
 import pytest
 
-from carjax import mathematics as M
+from tests.reference import mathematics as M
 from carjax import models
 from carjax.models import cnn as cnn_module
 from carjax.models import depthwise as depthwise_lib

@@ -39,7 +39,7 @@ def _env(devices: int) -> dict[str, str]:
 def _train_command(folder, workdir, *extra, stop_after_steps=None):
   entry = (["-m", "launch.train"] if stop_after_steps is None else
            [str(REPO_ROOT / "tests" / "train_worker.py"), f"--stop_after_steps={stop_after_steps}"])
-  return [sys.executable, *entry, "--config=configs/tiny_cnn.py",
+  return [sys.executable, *entry, "--config=configs/custom_cnn.py:tiny",
           f"--config.data.source=folder:{folder}", "--config.train.batch_size=8",
           "--config.eval.batch_size=8", f"--workdir={workdir}", *extra]
 
@@ -178,11 +178,12 @@ def test_fsdp_splits_the_largest_divisible_dimension():
 
 _FSDP_LAYOUT_SCRIPT = """
 import jax, numpy as np
-from configs import tiny_cnn
+from configs import custom_cnn
 from carjax.train import sharding
 from tests import helpers
-config = tiny_cnn.get_config().unlock()
+config = custom_cnn.get_config("tiny").unlock()
 config.mesh.fsdp, config.mesh.fsdp_min_size = 4, 1000
+config.train.batch_size = 16  # The batch below, split over the 8 devices.
 mesh = sharding.make_mesh(config)
 setup, state = helpers.initial_state(config, 3, 3, mesh=mesh)
 model, shardings = setup.model, setup.state_sharding
@@ -223,8 +224,8 @@ def test_fsdp_shards_parameters_and_optimizer_state():
 
 
 def test_batch_that_does_not_split_over_the_devices_is_explained():
-  from configs import tiny_cnn
-  config = tiny_cnn.get_config().unlock()
+  from configs import custom_cnn
+  config = custom_cnn.get_config("tiny").unlock()
   config.train.batch_size, config.train.grad_accum_steps = 6, 4
   mesh = sharding_lib.make_mesh(config)
   with pytest.raises(ValueError, match="grad_accum_steps=4"):

@@ -23,7 +23,7 @@ from carjax import litert  # pylint: disable=g-import-not-at-top,wrong-import-po
 from carjax import inference
 from carjax.data import decode
 from carjax import checkpoint as ckpt
-from configs import tiny_cnn
+from configs import custom_cnn
 from tests import helpers
 from tests.conftest import REPO_ROOT
 
@@ -41,7 +41,7 @@ def _perturb(tree, rng, scale):
 
 def write_tiny_run(workdir):
   """A workdir as training leaves it: config.json, class_names.json, checkpoints/best."""
-  config = tiny_cnn.get_config()
+  config = custom_cnn.get_config("tiny")
   config.data.source = "folder:unused"
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:

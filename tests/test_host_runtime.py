@@ -93,7 +93,7 @@ def test_malloc_tuning_cuts_the_per_step_page_faults_and_keeps_memory_bounded():
 
 
 def _train(folder, workdir, cache, **extra):
-  _run(["-m", "launch.train", "--config=configs/tiny_cnn.py",
+  _run(["-m", "launch.train", "--config=configs/custom_cnn.py:tiny",
         f"--config.data.source=folder:{folder}", "--config.train.num_epochs=1",
         f"--workdir={workdir}"], CARJAX_COMPILATION_CACHE=str(cache), **extra)
   losses = [r["loss"] for r in map(json.loads, open(workdir / "metrics.jsonl"))

@@ -1,4 +1,4 @@
-"""Checks the hand-written formulas of `docs/mathematics.md` (`carjax.mathematics`).
+"""Checks the hand-written formulas of `docs/mathematics.md` (`tests/reference/mathematics.py`).
 
 Every reference forward is compared with the Flax/Optax layer's forward, and every
 hand-written backward with `jax.vjp`/`jax.grad` of that layer, on random inputs of several
@@ -20,7 +20,7 @@ import optax
 import pytest
 from jax.test_util import check_grads
 
-from carjax import mathematics as M
+from tests.reference import mathematics as M
 from carjax.models import cnn as cnn_module
 from carjax.models.cnn import CustomCNN
 

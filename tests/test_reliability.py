@@ -29,11 +29,11 @@ from carjax.train import loop
 from carjax.train import recovery
 from carjax.train import validate
 from carjax.train import rerun
-from configs import tiny_cnn
+from configs import custom_cnn
 from tests.conftest import REPO_ROOT, write_synthetic_folder
 
 # Periodic saves at steps 4 and 8, besides the epoch ends (6 and 12).
-TRAIN_FLAGS = ("--config=configs/tiny_cnn.py", "--config.checkpoint.every_steps=4",
+TRAIN_FLAGS = ("--config=configs/custom_cnn.py:tiny", "--config.checkpoint.every_steps=4",
                "--config.checkpoint.every_minutes=0")
 
 
@@ -211,7 +211,7 @@ def test_a_non_finite_epoch_never_becomes_best():
 
 
 def test_json_outputs_never_hold_nan():
-  from carjax.reports import prediction_output
+  from carjax import prediction_output
   text = prediction_output.render([{"file": "a.jpg", "top_k": [("Audi", float("nan"))]}], [],
                                   "json")
   parsed = json.loads(text, parse_constant=lambda c: pytest.fail(f"invalid JSON token {c}"))
@@ -239,7 +239,7 @@ def test_a_checkpoint_with_nan_weights_is_refused_by_predict(reference, tmp_path
 def _abstract_state(workdir):
   """The abstract TrainState of the reference run (tiny CNN, 3 classes, 6 steps/epoch)."""
   from carjax.train import setup as setup_lib
-  return setup_lib.build(tiny_cnn.get_config(), 3, 6).abstract
+  return setup_lib.build(custom_cnn.get_config("tiny"), 3, 6).abstract
 
 
 def _largest_file(folder: pathlib.Path) -> pathlib.Path:
@@ -365,7 +365,7 @@ def test_a_mismatched_rerun_is_refused_before_writing(reference, cars, tmp_path,
   before = _workdir_files(workdir)
   data = tmp_path / "cars"
   shutil.copytree(cars, data)
-  config = tiny_cnn.get_config()
+  config = custom_cnn.get_config("tiny")
   config.data.source = f"folder:{data}"
   config.checkpoint.every_steps = 4
   config.checkpoint.every_minutes = 0
@@ -385,7 +385,7 @@ def test_a_mismatched_rerun_is_refused_before_writing(reference, cars, tmp_path,
 
 
 def test_a_rerun_may_change_the_length():
-  config = tiny_cnn.get_config()
+  config = custom_cnn.get_config("tiny")
   stored = rerun.flat_config(config)
   config.train.num_epochs = 5
   changed = [k for k, v in rerun.flat_config(config).items() if stored[k] != v]
@@ -409,7 +409,7 @@ def test_a_rerun_may_change_the_length():
     ("mesh.fsdp", 0),
 ])
 def test_every_config_value_is_checked_before_data_is_read(option, value, tmp_path):
-  config = tiny_cnn.get_config()
+  config = custom_cnn.get_config("tiny")
   config.data.source = f"folder:{tmp_path / 'no_such_folder'}"  # Never opened.
   section, _, field = option.rpartition(".")
   node = config
@@ -422,7 +422,7 @@ def test_every_config_value_is_checked_before_data_is_read(option, value, tmp_pa
 
 
 def test_a_split_typo_fails_before_decoding(cars, tmp_path):
-  config = tiny_cnn.get_config()
+  config = custom_cnn.get_config("tiny")
   config.data.source = f"folder:{cars}"
   config.data.eval_split = "vall"
   with pytest.raises(errors.ConfigError, match="config.data.eval_split.*Unknown split 'vall'"):
@@ -431,7 +431,7 @@ def test_a_split_typo_fails_before_decoding(cars, tmp_path):
 
 def test_one_class_and_empty_splits_are_refused_before_training(tmp_path):
   one = write_synthetic_folder(tmp_path / "one", classes=("Audi",))
-  config = tiny_cnn.get_config()
+  config = custom_cnn.get_config("tiny")
   config.data.source = f"folder:{one}"
   with pytest.raises(errors.DataError, match="at least two"):
     loop.train(config, str(tmp_path / "run1"))
@@ -483,10 +483,10 @@ def test_evaluate_folder_refuses_training_images(reference, cars):
 @pytest.mark.slow
 def test_launchers_turn_user_errors_into_one_line_and_exit_code_2(env, reference, tmp_path):
   cases = [
-      ("launch.train", ("--config=configs/tiny_cnn.py", "--config.data.source=folder:/x",
+      ("launch.train", ("--config=configs/custom_cnn.py:tiny", "--config.data.source=folder:/x",
                         "--config.eval.best_metric=acurracy", f"--workdir={tmp_path}/a"),
        "config.eval.best_metric"),
-      ("launch.train", ("--config=configs/tiny_cnn.py", "--config.train.nope=1",
+      ("launch.train", ("--config=configs/custom_cnn.py:tiny", "--config.train.nope=1",
                         f"--workdir={tmp_path}/b"), "nope"),
       ("launch.predict", (f"--workdir={reference}", "--input=x.jpg", "--top_k=0"), "top_k"),
       ("launch.evaluate", (f"--workdir={reference}", f"--folder={tmp_path}/nothing"),

@@ -1,5 +1,5 @@
 """The study: end to end on a tiny synthetic folder (train, report, reuse on rerun, missing and
-unfinished runs), and unit tests of Grad-CAM, feature-map extraction and the PNG budget."""
+unfinished runs), and how it gives every model the study's data section."""
 
 import csv
 import json
@@ -8,24 +8,16 @@ import re
 import subprocess
 import sys
 
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
-from carjax import models
-from carjax.reports import gradcam
-from carjax.reports import model_figures
-from carjax import plotting
 from carjax.reports import study
 from carjax import checkpoint as ckpt
-from configs import tiny_study
+from configs import study as study_config
 from tests.conftest import REPO_ROOT, write_synthetic_folder
 
 
 def _study_config(source):
-  config = tiny_study.get_config()
+  config = study_config.get_config("tiny")
   config.data.source = f"folder:{source}"
   return config
 
@@ -90,7 +82,7 @@ def test_study_end_to_end_rerun_and_missing_runs(tmp_path):
                 _mtime(workdir / n / "metrics.jsonl"),
                 _mtime(workdir / n / "eval_best_val" / "metrics.json")) for n in names}
   proc = subprocess.run(
-      [sys.executable, "-m", "launch.study", "--config=configs/tiny_study.py",
+      [sys.executable, "-m", "launch.study", "--config=configs/study.py:tiny",
        f"--config.data.source=folder:{source}", f"--workdir={workdir}"],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
@@ -111,7 +103,7 @@ def test_study_end_to_end_rerun_and_missing_runs(tmp_path):
   config = _study_config(source)
   config.train_missing = False
   config.unlock()
-  config.models.not_trained_yet = tiny_study.tiny_cnn_variant()
+  config.models.not_trained_yet = study_config.tiny_cnn_variant()
   config.lock()
   result = study.run_study(config, str(workdir))
   statuses = {n: r.status for n, r in result.runs.items()}
@@ -124,136 +116,11 @@ def test_study_end_to_end_rerun_and_missing_runs(tmp_path):
   assert "not_trained_yet (missing" in markdown
 
 
-# ------------------------------------------------------------------------------ Grad-CAM
-
-
-class _TwoChannelModel(nn.Module):
-  """Features = the input; logit k = the spatial mean of channel k (no parameters)."""
-
-  def features(self, x, *, train):
-    del train
-    return x
-
-  def classify(self, features, *, train):
-    del train
-    return jnp.mean(features, axis=(1, 2))
-
-  def __call__(self, x, *, train):
-    return self.classify(self.features(x, train=train), train=train)
-
-
-def test_gradcam_localises_the_evidence_of_each_class():
-  image = np.zeros((1, 8, 8, 2), np.float32)
-  image[0, :3, :3, 0] = 2.0  # class 0's evidence: top left (the stronger: predicted)
-  image[0, 5:, 5:, 1] = 1.0  # class 1's evidence: bottom right
-  model = _TwoChannelModel()
-  cams, logits = gradcam.gradcam(model, {}, jnp.asarray(image))
-  assert int(np.argmax(logits[0])) == 0
-  np.testing.assert_allclose(cams[0], image[0, ..., 0] / 2.0, atol=1e-6)
-  cams, _ = gradcam.gradcam(model, {}, jnp.asarray(image), target_classes=[1])
-  np.testing.assert_allclose(cams[0], image[0, ..., 1], atol=1e-6)
-  peak = np.unravel_index(np.argmax(gradcam.upsample(cams[0], 32)), (32, 32))
-  assert peak[0] >= 20 and peak[1] >= 20
-
-
-def test_gradcam_ignores_negative_evidence_and_blank_maps():
-  image = np.zeros((2, 4, 4, 2), np.float32)
-  image[0, 0, 0, 0] = 1.0
-  image[1] = 0.0  # No evidence anywhere: an all-zero map, not NaN.
-  model = _TwoChannelModel()
-  cams, _ = gradcam.gradcam(model, {}, jnp.asarray(image), target_classes=[1, 1])
-  assert np.all(np.asarray(cams) == 0.0)
-
-
-def _tiny_cnn():
-  config = tiny_study.get_config().models.tiny_cnn
-  model = models.build_model(config.model, 3)
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
-  return model, variables
-
-
-def test_gradcam_on_the_custom_cnn_has_the_last_feature_map_shape():
-  model, variables = _tiny_cnn()
-  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
-  cams, logits = gradcam.gradcam(model, variables, x)
-  assert cams.shape == (2, 4, 4)  # stem stride 2 and two 2×2 poolings: 32 / 8
-  assert float(jnp.min(cams)) >= 0.0 and float(jnp.max(cams)) <= 1.0
-  np.testing.assert_allclose(logits, model.apply(variables, x, train=False), rtol=1e-5)
-
-
-def test_gradcam_at_a_named_layer_matches_the_default_at_the_last_one():
-  model, variables = _tiny_cnn()
-  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
-  default_cams, default_logits = gradcam.gradcam(model, variables, x)
-  last_cams, last_logits = gradcam.gradcam(model, variables, x, layer="stage2")
-  np.testing.assert_allclose(last_cams, default_cams, atol=1e-6)
-  np.testing.assert_allclose(last_logits, default_logits, rtol=1e-6)
-  finer_cams, finer_logits = gradcam.gradcam(model, variables, x, layer="stage1")
-  assert finer_cams.shape == (2, 8, 8)
-  # Swapping a layer's output for itself must leave the network's output unchanged.
-  np.testing.assert_allclose(finer_logits, default_logits, rtol=1e-6)
-  assert float(jnp.max(default_cams)) == 1.0 and float(jnp.max(finer_cams)) == 1.0
-  assert not np.allclose(gradcam.upsample(finer_cams[0], 8),
-                         gradcam.upsample(default_cams[0], 8), atol=0.05)
-
-
-def test_gradcam_names_a_layer_the_model_does_not_have():
-  model, variables = _tiny_cnn()
-  with pytest.raises(ValueError, match="'stage9'.*0 times"):
-    gradcam.gradcam(model, variables, jnp.zeros((1, 32, 32, 3)), layer="stage9")
-
-
-# --------------------------------------------------------------------------- feature maps
-
-
-def test_feature_maps_of_the_custom_cnn_follow_its_layers(tmp_path):
-  model, variables = _tiny_cnn()
-  x = np.asarray(jax.random.normal(jax.random.key(1), (2, 32, 32, 3)))
-  maps = model_figures.feature_maps(model, variables, x)
-  assert [(n, m.shape) for n, m in maps] == [
-      ("stage1/after_conv0", (2, 16, 16, 8)), ("stage1/after_pool", (2, 8, 8, 8)),
-      ("stage2/after_conv0", (2, 8, 8, 16)), ("stage2/after_pool", (2, 4, 4, 16))]
-  np.testing.assert_allclose(maps[-1][1], model.apply(variables, x, train=False,
-                                                      method=model.features), rtol=1e-5)
-  assert [n for n, _ in model_figures.select_layers(maps, ("stage2/after_pool",))] == [
-      "stage2/after_pool"]
-  assert model_figures.select_layers(maps, ()) == maps
-  strongest = model_figures.strongest_channels(maps[0][1][0], 3)
-  means = maps[0][1][0].mean(axis=(0, 1))
-  assert list(strongest) == list(np.argsort(-means)[:3])
-  photo = np.zeros((32, 32, 3), np.uint8)
-  path = model_figures.plot_feature_maps(photo, [(n, m[0]) for n, m in maps], 4, "t",
-                                         str(tmp_path / "maps.png"))
-  assert os.path.getsize(path) < 300_000
-
-
-@pytest.mark.slow
-def test_feature_maps_and_gradcam_of_a_tiny_efficientnet():
-  config = tiny_study.tiny_efficientnet()
-  model = models.build_model(config.model, 3)
-  x = jax.random.normal(jax.random.key(1), (1, 32, 32, 3))
-  variables = jax.jit(lambda r: model.init(r, x, train=False))(jax.random.key(0))
-  maps = model_figures.feature_maps(model, variables, np.asarray(x))
-  assert [n for n, _ in maps] == ["stem"] + [f"stage{i}" for i in range(1, 8)] + ["head_conv"]
-  assert maps[0][1].shape[:3] == (1, 16, 16)
-  wanted = tiny_study.get_config().report.feature_map_layers.tiny_efficientnet
-  assert [n for n, _ in model_figures.select_layers(maps, wanted)] == list(wanted)
-  cams, _ = jax.jit(lambda v, x: gradcam.gradcam(model, v, x))(variables, x)
-  assert cams.shape == maps[-1][1].shape[:3]
-
-
 # ----------------------------------------------------------------------------- plumbing
 
 
-def test_png_budget_shrinks_a_photo_heavy_figure(tmp_path):
-  fig, ax = plotting.plt.subplots(figsize=(8, 8))
-  ax.imshow(np.random.default_rng(0).integers(0, 256, (400, 400, 3), np.uint8))
-  path = plotting.save_figure(fig, str(tmp_path / "noise.png"), max_bytes=150_000)
-  assert os.path.getsize(path) <= 150_000
-
-
 def test_model_configs_apply_the_shared_data_section():
-  config = tiny_study.get_config()
+  config = study_config.get_config("tiny")
   config.data.source = "folder:/somewhere"
   config.data.eval_split = "test"
   configs = study.model_configs(config)

@@ -18,12 +18,12 @@ from carjax import checkpoint as ckpt
 from carjax.train import loop, optim, steps
 from carjax.train import setup as setup_lib
 from tests import helpers
-from configs import tiny_cnn
+from configs import custom_cnn
 from tests.conftest import REPO_ROOT
 
 
 def _tiny_config(source: str):
-  config = tiny_cnn.get_config()
+  config = custom_cnn.get_config("tiny")
   config.data.source = f"folder:{source}"
   return config
 
@@ -146,7 +146,7 @@ def _run(module, *args, devices=2):
 
 def test_launchers_end_to_end_on_two_devices(tiny_folder, tmp_path):
   workdir = tmp_path / "run"
-  proc = _run("launch.train", "--config=configs/tiny_cnn.py",
+  proc = _run("launch.train", "--config=configs/custom_cnn.py:tiny",
               f"--config.data.source=folder:{tiny_folder}", "--config.train.num_epochs=1",
               f"--workdir={workdir}")
   assert "mesh over 2 devices" in proc.stderr

@@ -13,7 +13,7 @@ from carjax import checkpoint as store
 from carjax.convert import weights_cache
 from carjax.train import loop
 from carjax.train import setup as setup_lib
-from configs import efficientnet_lite0_finetune, tiny_cnn
+from configs import custom_cnn, efficientnet_lite0_finetune
 from tests.conftest import REPO_ROOT
 
 
@@ -60,7 +60,7 @@ def test_a_missing_directory_names_the_command(tmp_path):
 
 
 def test_training_stops_before_touching_workdir_or_data(tmp_path):
-  config = tiny_cnn.get_config()
+  config = custom_cnn.get_config("tiny")
   config.data.source = f"folder:{tmp_path / 'no_such_data'}"
   config.model.pretrained = str(tmp_path / "missing_weights")
   with pytest.raises(weights_cache.PretrainedWeightsError):
@@ -71,7 +71,7 @@ def test_training_stops_before_touching_workdir_or_data(tmp_path):
 
 def test_train_launcher_says_it_in_one_line(tmp_path):
   completed = subprocess.run(
-      [sys.executable, "-m", "launch.train", "--config=configs/tiny_cnn.py",
+      [sys.executable, "-m", "launch.train", "--config=configs/custom_cnn.py:tiny",
        f"--config.data.source=folder:{tmp_path / 'no_such_data'}",
        f"--config.model.pretrained={tmp_path / 'missing'}", f"--workdir={tmp_path / 'run'}"],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)

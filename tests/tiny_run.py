@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pathlib
 
-from configs import tiny_cnn
+from configs import custom_cnn
 from tests import helpers
 from tests.conftest import write_synthetic_folder
 
@@ -14,7 +14,7 @@ def train_tiny_run(root: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
   """(workdir, data folder): tiny_cnn trained 3 epochs on 3 colour-coded classes."""
   data = write_synthetic_folder(root / "cars", per_split=(("train", 12), ("val", 4)),
                                 size=(48, 36))
-  config = tiny_cnn.get_config()
+  config = custom_cnn.get_config("tiny")
   config.data.source = f"folder:{data}"
   config.train.num_epochs = 3
   workdir = root / "run"

@@ -704,8 +704,10 @@ def prepare(input_dir: str, output_dir: str, *, layout: str = "auto",
             num_workers: int | None = None) -> PrepareSummary:
   """Builds a make-labelled image folder from a Stanford Cars download.
 
-  See the module docstring for the layouts and the recipe. MANIFEST.csv is
-  written last, so its presence means the folder is complete.
+  See the module docstring for the layouts and the recipe: read the layout, drop exact
+  duplicates, select the makes, crop and encode, split whole near-duplicate groups, write the
+  images and MANIFEST.csv. The manifest is written last, so its presence means the folder is
+  complete.
   """
   if layout not in LAYOUTS:
     raise ValueError(f"Unknown layout {layout!r}; expected one of {LAYOUTS}.")
@@ -736,6 +738,29 @@ def prepare(input_dir: str, output_dir: str, *, layout: str = "auto",
   if not selected:
     raise ValueError(f"No make has {min_images_per_make} images "
                      f"(--min_images_per_make) in {input_dir}.")
+  pairs, unreadable, same_crops = _crop_and_encode(selected, max_short_side, workers)
+  group_of = group_near_duplicates(
+      np.stack([r.dhash for _, r in pairs]), near_duplicate_max_bits)
+  split_of_unit = _split_groups(pairs, group_of, val_fraction, test_fraction, seed)
+  rows = _write_images(pairs, group_of, split_of_unit, input_dir, output_dir)
+  _write_manifest(rows, output_dir)
+
+  counts: dict[str, dict[str, int]] = {TRAIN: {}, VAL: {}, TEST: {}}
+  for row in rows:
+    counts[row["split"]][row["make"]] = counts[row["split"]].get(
+        row["make"], 0) + 1
+  return PrepareSummary(
+      layout=layout, output=output_dir,
+      counts={s: dict(sorted(c.items())) for s, c in counts.items()},
+      annotated=annotated, exact_duplicates=exact_duplicates + same_crops,
+      unreadable=unreadable, missing_files=missing,
+      near_duplicate_groups=sum(1 for c in collections.Counter(group_of).values() if c > 1),
+      dropped_makes=dropped)
+
+
+def _crop_and_encode(selected: list[SourceImage], max_short_side: int, workers: int):
+  """([(image, processed)] with identical crops dropped, [(name, reason)] unreadable, how
+  many identical crops were dropped), processing the images in `workers` threads."""
 
   def work(image: SourceImage):
     try:
@@ -757,22 +782,26 @@ def prepare(input_dir: str, output_dir: str, *, layout: str = "auto",
     if result.sha256 not in seen_sha:
       seen_sha.add(result.sha256)
       unique_pairs.append((image, result))
-  exact_duplicates += len(pairs) - len(unique_pairs)
-  pairs = unique_pairs
+  return unique_pairs, unreadable, len(pairs) - len(unique_pairs)
 
-  group_of = group_near_duplicates(
-      np.stack([r.dhash for _, r in pairs]), near_duplicate_max_bits)
-  members = collections.Counter(group_of)
-  # Whole near-duplicate groups are split units, stratified by the model class
-  # of the group's first member.
+
+def _split_groups(pairs, group_of, val_fraction: float, test_fraction: float,
+                  seed: int) -> dict[int, str]:
+  """{near-duplicate group (its first member's index): split}. Whole groups are the split
+  units, stratified by the model class of the group's first member."""
   units_by_class: dict[int, list[int]] = collections.defaultdict(list)
   for index, group in enumerate(group_of):
     if group == index:
       units_by_class[pairs[index][0].class_id].append(index)
   assignment = stratified_split(units_by_class, val_fraction=val_fraction,
                                 test_fraction=test_fraction, seed=seed)
-  split_of_unit = {u: s for s, units in assignment.items() for u in units}
+  return {u: s for s, units in assignment.items() for u in units}
 
+
+def _write_images(pairs, group_of, split_of_unit, input_dir: str,
+                  output_dir: str) -> list[dict]:
+  """Writes every image to <split>/<make>/; returns their manifest rows in manifest order."""
+  members = collections.Counter(group_of)
   rows = []
   for index, (image, result) in enumerate(pairs):
     split = split_of_unit[group_of[index]]
@@ -794,21 +823,14 @@ def prepare(input_dir: str, output_dir: str, *, layout: str = "auto",
     })
   split_rank = {TRAIN: 0, VAL: 1, TEST: 2}
   rows.sort(key=lambda r: (split_rank[r["split"]], r["relpath"]))
+  return rows
+
+
+def _write_manifest(rows: list[dict], output_dir: str) -> None:
+  """MANIFEST.csv, written whole and then renamed into place."""
   manifest_path = os.path.join(output_dir, "MANIFEST.csv")
   with open(manifest_path + ".tmp", "w", newline="", encoding="utf-8") as f:
     writer = csv.DictWriter(f, fieldnames=MANIFEST_COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
   os.replace(manifest_path + ".tmp", manifest_path)
-
-  counts: dict[str, dict[str, int]] = {TRAIN: {}, VAL: {}, TEST: {}}
-  for row in rows:
-    counts[row["split"]][row["make"]] = counts[row["split"]].get(
-        row["make"], 0) + 1
-  return PrepareSummary(
-      layout=layout, output=output_dir,
-      counts={s: dict(sorted(c.items())) for s, c in counts.items()},
-      annotated=annotated, exact_duplicates=exact_duplicates,
-      unreadable=unreadable, missing_files=missing,
-      near_duplicate_groups=sum(1 for c in members.values() if c > 1),
-      dropped_makes=dropped)

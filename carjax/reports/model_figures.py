@@ -1,72 +1,13 @@
-"""Inside a model: the feature maps of one photo after each layer the model sows.
-
-Both architectures `sow` their intermediate activations into the 'intermediates' collection
-(the custom CNN after every convolution and pooling, as `stageK/after_convJ` and
-`stageK/after_pool`; EfficientNet after its stem, each stage and the head convolution), so
-one `apply(..., mutable=['intermediates'])` yields every map without touching the models.
+"""The study's feature-map figure: the maps of one photo (`carjax.explain.feature_maps`) as tiles.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
-
-import jax.numpy as jnp
 import numpy as np
 
+from carjax import explain
 from carjax import plotting
 from carjax.plotting import plt
-
-
-def _flatten(tree, prefix: str = "") -> list[tuple[str, np.ndarray]]:
-  """[('stage1/after_conv0', array), ...] in the order the model sowed them."""
-  out = []
-  for key, value in tree.items():
-    name = f"{prefix}/{key}" if prefix else str(key)
-    if isinstance(value, tuple):  # sow appends to a tuple; the model sows each name once.
-      out.append((name, np.asarray(value[-1])))
-    else:
-      out.extend(_flatten(value, name))
-  return out
-
-
-def feature_maps(model, variables, images: np.ndarray) -> list[tuple[str, np.ndarray]]:
-  """[(layer name, activations [N, h, w, C])] of already normalised float `images`.
-
-  Not jitted on purpose: jit's outputs are pytrees whose dict keys come back sorted, which
-  would lose the order of the layers ('head_conv' before 'stem'); one eager forward pass of
-  a photo or two is cheap.
-  """
-  # Variables straight from `init` may hold an 'intermediates' collection already; sow would
-  # append to it, in its order, so start from the weights alone.
-  variables = {k: v for k, v in variables.items() if k != "intermediates"}
-  _, state = model.apply(variables, jnp.asarray(images), train=False, mutable=["intermediates"])
-  return _flatten(state.get("intermediates", {}))  # No tree_map here either: it sorts keys.
-
-
-def predictor_feature_maps(predictor, image_uint8: np.ndarray) -> list[tuple[str, np.ndarray]]:
-  """Feature maps [(name, [h, w, C])] of one uint8 photo at the predictor's input size."""
-  x = predictor.input_spec.normalize(image_uint8[None])
-  return [(name, maps[0]) for name, maps in
-          feature_maps(predictor.model, predictor.variables, np.asarray(x))]
-
-
-def select_layers(maps: list[tuple[str, np.ndarray]],
-                  wanted: Sequence[str] | None) -> list[tuple[str, np.ndarray]]:
-  """The layers named in `wanted` (in the model's order), or all when `wanted` is empty."""
-  if not wanted:
-    return maps
-  wanted = set(wanted)
-  return [(name, m) for name, m in maps if name in wanted]
-
-
-def strongest_channels(activations: np.ndarray, count: int) -> np.ndarray:
-  """Indices of the `count` channels with the largest mean activation, strongest first.
-
-  After a ReLU many channels are silent for a given photo; showing the first few channels
-  would often show black tiles, the most active ones show what the layer responds to.
-  """
-  strength = activations.reshape(-1, activations.shape[-1]).mean(axis=0)
-  return np.argsort(-strength, kind="stable")[:count]
 
 
 def plot_feature_maps(photo: np.ndarray, maps: list[tuple[str, np.ndarray]], channels: int,
@@ -89,7 +30,7 @@ def plot_feature_maps(photo: np.ndarray, maps: list[tuple[str, np.ndarray]], cha
     h, w, c = activations.shape
     axes[row, 0].text(0.0, 0.5, f"{name}\n{h}×{w}×{c}", fontsize=8, va="center", ha="left",
                       transform=axes[row, 0].transAxes)
-    for j, channel in enumerate(strongest_channels(activations, channels)):
+    for j, channel in enumerate(explain.strongest_channels(activations, channels)):
       tile = activations[..., channel].astype(np.float32)
       span = float(tile.max() - tile.min())
       tile = (tile - tile.min()) / span if span > 0 else np.zeros_like(tile)

@@ -33,6 +33,7 @@ import numpy as np
 
 from carjax.evaluation import evaluate as evaluate_lib
 from carjax.inference import Predictor
+from carjax import explain
 from carjax.reports import data_figures
 from carjax.reports import gradcam
 from carjax.reports import model_figures
@@ -463,8 +464,8 @@ class _ReportBuilder:
     for run in self.evaluated:
       predictor = self.predictor(run)
       photo = self.load_for(predictor, record)
-      maps = model_figures.predictor_feature_maps(predictor, photo)
-      maps = model_figures.select_layers(maps, layers_by_model.get(run.name))
+      maps = explain.predictor_feature_maps(predictor, photo)
+      maps = explain.select_layers(maps, layers_by_model.get(run.name))
       self.add_figure(model_figures.plot_feature_maps(
           photo, maps, self.options.feature_map_channels,
           f"{run.name}: feature maps of one photo, layer by layer",
@@ -490,7 +491,7 @@ class _ReportBuilder:
                    for n in true_names]
       layer = self.options.gradcam_layers.get(run.name) or None
       layers.append(f"{run.name}: {layer or 'last feature map'}")
-      heatmaps, probs = gradcam.predictor_gradcam(predictor, images, targets, layer)
+      heatmaps, probs = explain.predictor_gradcam(predictor, images, targets, layer)
       predicted = probs.argmax(axis=1)
       columns.append({"model": run.name, "images": images, "heatmaps": heatmaps,
                       "predicted": [predictor.class_names[p] for p in predicted],

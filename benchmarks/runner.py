@@ -19,9 +19,10 @@ import tempfile
 import time
 
 from carjax import host_runtime
-from carjax.benchmark import configs, env, stats
+from benchmarks import env, stats
+from benchmarks import model_configs as configs
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STACKS = ("carjax", "keras", "torch")
 STACK_LABELS = {"carjax": "carjax (JAX/Flax, XLA)", "keras": "Keras 3 / TF (oneDNN)",
                 "torch_channels_last": "PyTorch, channels-last", "torch_nchw": "PyTorch, NCHW"}
@@ -143,7 +144,7 @@ def worker_env(settings: Settings, stack: str, variant: str = "shipped") -> dict
 
 
 def run_worker(task: dict, settings: Settings, workdir: str, log=print) -> dict:
-  """Runs one task in a fresh `python -m carjax.benchmark.worker` and returns its result."""
+  """Runs one task in a fresh `python -m benchmarks.worker` and returns its result."""
   name = f"{task['round']}_{task['key']}_{task['model']}"
   task_path = os.path.join(workdir, f"{name}.task.json")
   out_path = os.path.join(workdir, f"{name}.out.json")
@@ -152,7 +153,7 @@ def run_worker(task: dict, settings: Settings, workdir: str, log=print) -> dict:
   start = time.perf_counter()
   try:
     proc = subprocess.run(
-        [sys.executable, "-m", "carjax.benchmark.worker", task_path, out_path],
+        [sys.executable, "-m", "benchmarks.worker", task_path, out_path],
         cwd=REPO_ROOT, env=worker_env(settings, task["stack"], task.get("variant", "shipped")),
         capture_output=True,
         text=True, timeout=settings.task_timeout)

@@ -1,4 +1,4 @@
-"""One measurement in a fresh process: `python -m carjax.benchmark.worker TASK.json OUT.json`.
+"""One measurement in a fresh process: `python -m benchmarks.worker TASK.json OUT.json`.
 
 The runner starts one of these per (stack, model, round), so each stack's thread pool has
 the CPU to itself and nothing (compiled programs, oneDNN primitive caches, allocator
@@ -32,16 +32,16 @@ def run(task: dict) -> dict:
   start = time.perf_counter()
   try:
     if stack == "carjax":
-      from carjax.benchmark import carjax_stack as module  # pylint: disable=g-import-not-at-top
+      from benchmarks import carjax_stack as module  # pylint: disable=g-import-not-at-top
     elif stack == "keras":
-      from carjax.benchmark import keras_stack as module  # pylint: disable=g-import-not-at-top
+      from benchmarks import keras_stack as module  # pylint: disable=g-import-not-at-top
     elif stack == "torch":
-      from carjax.benchmark import torch_stack as module  # pylint: disable=g-import-not-at-top
+      from benchmarks import torch_stack as module  # pylint: disable=g-import-not-at-top
     elif stack == "pipeline":
-      from carjax.benchmark import data as module  # pylint: disable=g-import-not-at-top
+      from benchmarks import data as module  # pylint: disable=g-import-not-at-top
     else:
       raise ValueError(f"unknown stack {stack!r}")
-    from carjax.benchmark.timing import Unavailable  # pylint: disable=g-import-not-at-top
+    from benchmarks.timing import Unavailable  # pylint: disable=g-import-not-at-top
     try:
       result = module.measure(task)
       result["status"] = "ok"
@@ -60,7 +60,7 @@ def run(task: dict) -> dict:
 
 def main(argv: list[str]) -> int:
   if len(argv) != 3:
-    print("usage: python -m carjax.benchmark.worker TASK.json OUT.json", file=sys.stderr)
+    print("usage: python -m benchmarks.worker TASK.json OUT.json", file=sys.stderr)
     return 2
   with open(argv[1]) as f:
     task = json.load(f)

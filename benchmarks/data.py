@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from carjax.benchmark import configs
-from carjax.benchmark.timing import sample, timed_repeats
+from benchmarks import model_configs as configs
+from benchmarks.timing import sample, timed_repeats
 
 
 class LimitedSource:

@@ -20,8 +20,8 @@ import math
 import time
 
 
-from carjax.benchmark import configs
-from carjax.benchmark.timing import Unavailable, sample, timed_repeats
+from benchmarks import model_configs as configs
+from benchmarks.timing import Unavailable, sample, timed_repeats
 
 # (repeats, kernel, stride, expand ratio, output channels) of EfficientNet-B0's 7 stages.
 B0_STAGES = ((1, 3, 1, 1, 16), (2, 3, 2, 6, 24), (2, 5, 2, 6, 40), (3, 3, 2, 6, 80),

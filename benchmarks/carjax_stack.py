@@ -17,8 +17,9 @@ import time
 
 import numpy as np
 
-from carjax.benchmark import configs, data as bench_data
-from carjax.benchmark.timing import sample, timed_repeats
+from benchmarks import data as bench_data
+from benchmarks import model_configs as configs
+from benchmarks.timing import sample, timed_repeats
 
 
 def _first_call(jitted, args):

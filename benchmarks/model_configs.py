@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import importlib
-
 import ml_collections
 
-# Benchmark model name → the config module it is taken from.
+from configs import custom_cnn
+from configs import efficientnet_b0_scratch
+from configs import efficientnet_lite0_finetune
+
+# Benchmark model name → the project config it is taken from.
 MODEL_CONFIGS = {
-    "custom_cnn": "configs.custom_cnn",
-    "tiny_cnn": "configs.tiny_cnn",  # Smoke tests only.
-    "efficientnet_b0": "configs.efficientnet_b0_scratch",
-    "efficientnet_lite0": "configs.efficientnet_lite0_finetune",
+    "custom_cnn": custom_cnn.get_config,
+    "tiny_cnn": lambda: custom_cnn.get_config("tiny"),  # Smoke tests only.
+    "efficientnet_b0": efficientnet_b0_scratch.get_config,
+    "efficientnet_lite0": efficientnet_lite0_finetune.get_config,
 }
 DEFAULT_MODELS = ("custom_cnn", "efficientnet_b0", "efficientnet_lite0")
 OPTIMIZERS = ("adamw", "sgd")
@@ -29,7 +31,7 @@ def bench_config(model: str, *, image_size: int, batch_size: int, infer_batch: i
                      f"{sorted(MODEL_CONFIGS)}")
   if optimizer not in OPTIMIZERS:
     raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-  config = importlib.import_module(MODEL_CONFIGS[model]).get_config()
+  config = MODEL_CONFIGS[model]()
   with config.unlocked():
     config.data.image_size = image_size
     config.data.cache_dir = ""

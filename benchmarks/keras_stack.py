@@ -19,8 +19,8 @@ import time
 
 import numpy as np
 
-from carjax.benchmark import configs
-from carjax.benchmark.timing import Unavailable, sample, timed_repeats
+from benchmarks import model_configs as configs
+from benchmarks.timing import Unavailable, sample, timed_repeats
 
 
 def build_custom_cnn(keras, model_config, image_size: int, num_classes: int):
