@@ -50,7 +50,7 @@ class Predictor:
   def __init__(self, workdir: str, which: str = ckpt.BEST):
     (self.config, self.class_names, self.model, self.variables,
      self.checkpoint_meta) = restore_variables(workdir, which)
-    self.image_size = self.config.data.image_size
+    self.image_size = decode.image_hw(self.config.data.image_size)  # (height, width)
     self.resize_mode = self.config.data.resize_mode
     self.mean, self.std = models.input_normalization(self.config.model)
     self._logits = jax.jit(

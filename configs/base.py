@@ -19,7 +19,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.source = ""
   c.data.train_split = "train"
   c.data.eval_split = "val"
-  c.data.image_size = 224
+  # (height, width) in pixels; `--config.data.image_size=256` means a 256×256 square.
+  c.data.image_size = (224, 224)
   # The photos are wide bounding-box crops: 'squash' keeps the whole car (measured best,
   # ../shared/notes/reference-finetune.md); 'crop' and 'pad' are the alternatives.
   c.data.resize_mode = "squash"
@@ -27,6 +28,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.num_workers = 0  # Decoding threads; 0 picks the number of CPUs.
   c.data.split_seed = 0  # For sources without split folders.
   c.data.val_fraction = 0.15
+  # > 0: this share of every class of the train split becomes "dev" (seeded by split_seed):
+  # checkpoints are chosen on dev, and eval_split is scored once at the end, as the test
+  # figure (carjax/data/dev_split.py). 0: eval_split both chooses and scores.
+  c.data.dev_fraction = 0.0
   c.data.test_fraction = 0.15
   c.data.tfds_data_dir = ""
   c.data.tfds_manual_dir = ""

@@ -16,7 +16,7 @@ from configs import base
 
 def get_config() -> ml_collections.ConfigDict:
   c = base.get_config()
-  c.data.image_size = 128
+  c.data.image_size = (128, 128)
   c.model.name = "custom_cnn"
   c.model.stage_widths = (32, 64, 128, 256, 384)
   c.model.convs_per_stage = 2

@@ -23,7 +23,7 @@ from configs import base
 
 def get_config() -> ml_collections.ConfigDict:
   c = base.get_config()
-  c.data.image_size = 224
+  c.data.image_size = (224, 224)
   c.data.augment.crop_scale = (0.35, 1.0)
   # Wide crops of the squashed photo, as in the PyTorch reference (shared/notes/reference-finetune.md).
   c.data.augment.crop_ratio = (0.75, 2.0)

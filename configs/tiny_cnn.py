@@ -11,7 +11,7 @@ from configs import custom_cnn
 
 def get_config() -> ml_collections.ConfigDict:
   c = custom_cnn.get_config()
-  c.data.image_size = 32
+  c.data.image_size = (32, 32)
   c.data.cache_dir = ""
   c.model.stage_widths = (8, 16)
   c.model.convs_per_stage = 1

@@ -28,7 +28,7 @@ def tiny_efficientnet() -> ml_collections.ConfigDict:
   """
   from configs import efficientnet_lite0_finetune  # pylint: disable=g-import-not-at-top
   c = efficientnet_lite0_finetune.get_config()
-  c.data.image_size = 32
+  c.data.image_size = (32, 32)
   c.data.cache_dir = ""
   c.model.pretrained = ""
   c.model.overrides = ml_collections.ConfigDict(

@@ -39,6 +39,8 @@ def _check_not_training_data(folder: str, source, predictor: Predictor) -> None:
     run_source = run_io.open_configured_source(config.data)
   except Exception:  # pylint: disable=broad-except
     return  # The run's data is gone or elsewhere: nothing to compare with.
+  # With a dev split, the whole train folder (train and dev) counts as the run's own data.
+  run_source = getattr(run_source, "base", run_source)
   if not isinstance(run_source, sources.ImageFolderSource):
     return
   seen = {os.path.realpath(r.path) for r in run_source.records(config.data.train_split)}
@@ -120,7 +122,7 @@ def evaluate_workdir(workdir: str, which: str = ckpt.BEST, split: str | None = N
     target = os.path.basename(os.path.normpath(folder))
   else:
     split = split or config.data.eval_split
-    if preloaded is not None and split == config.data.eval_split:
+    if preloaded is not None and split == run_io.selection_split(config.data):
       part = preloaded.eval
     else:
       source = run_io.open_configured_source(config.data)

@@ -22,6 +22,7 @@ import numpy as np
 
 from carjax import distributed
 from carjax import models
+from carjax.data import decode
 from carjax.data import pipeline
 from carjax.evaluation import metrics as metrics_lib
 from carjax.errors import ConfigError, MissingPathError, NonFiniteError
@@ -31,6 +32,7 @@ from carjax.train import interrupts
 from carjax.train import optim
 from carjax.train import sharding as sharding_lib
 from carjax.train import recovery
+from carjax.train import run_io
 from carjax.train import steps as steps_lib
 from carjax.train import validate
 from carjax.train import workdir as workdir_lib
@@ -54,8 +56,8 @@ def class_weights_for(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 
 def init_variables(model, config: ml_collections.ConfigDict, rng):
-  size = config.data.image_size
-  return model.init(rng, jnp.zeros((1, size, size, 3), jnp.float32), train=False)
+  height, width = decode.image_hw(config.data.image_size)
+  return model.init(rng, jnp.zeros((1, height, width, 3), jnp.float32), train=False)
 
 
 def create_train_state(model, config: ml_collections.ConfigDict, rng, tx) -> TrainState:
@@ -252,6 +254,7 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> dict[str, 
   if jax.process_count() > 1:
     return _evaluate_best_across_processes(workdir, config, data, eval_step, abstract,
                                            data_sharding)
+  # With a dev split, this is the one time the eval split is scored: the test figure.
   return evaluate_lib.evaluate_workdir(workdir, which=ckpt.BEST, split=config.data.eval_split,
                                        preloaded=data)
 
@@ -276,16 +279,20 @@ def _evaluate_best_across_processes(workdir, config, data, eval_step, abstract,
   process together (each evaluates its rows) and written by the primary."""
   from carjax.evaluation import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
   state, meta = ckpt.restore(ckpt.manager(workdir, ckpt.BEST), abstract)
-  _, logits = evaluate_state(eval_step, state, data.eval.images, data.eval.labels,
-                             config.eval.batch_size, data_sharding)
   split = config.data.eval_split
+  part = data.eval
+  if split != run_io.selection_split(config.data):  # Chosen on dev: now the test split.
+    part = distributed.primary_first("carjax:load_eval_split", lambda: run_io.load_split(
+        config.data, open_configured_source(config.data), split))
+  _, logits = evaluate_state(eval_step, state, part.images, part.labels,
+                             config.eval.batch_size, data_sharding)
   extra = {"checkpoint": ckpt.BEST, "step": meta.get("step"), "epoch": meta.get("epoch"),
-           "evaluated_on": split, "unreadable_files": len(data.eval.failures),
+           "evaluated_on": split, "unreadable_files": len(part.failures),
            "train_seconds": meta.get("train_seconds")}
-  labels = np.asarray(data.eval.labels)
+  labels = np.asarray(part.labels)
   if distributed.is_primary():
     return evaluate_lib.write_evaluation(
-        os.path.join(workdir, f"eval_{ckpt.BEST}_{split}"), labels, logits, data.eval.names,
+        os.path.join(workdir, f"eval_{ckpt.BEST}_{split}"), labels, logits, part.names,
         data.class_names, extra=extra)
   # The same summary as the primary's metrics.json: every process holds all the logits.
   return {**metrics_lib.headline_metrics(labels, logits, len(data.class_names)),
@@ -453,9 +460,10 @@ class _EpochLoop:
                                                 len(self.class_names)))
     summary["seconds"] = time.perf_counter() - t0
     summary["epoch"] = epoch
-    self.writer.write(step, config.data.eval_split, summary)
-    logging.info("epoch %d/%d  %s: %s", epoch, config.train.num_epochs,
-                 config.data.eval_split, metrics_lib.format_summary(summary))
+    split = run_io.selection_split(config.data)
+    self.writer.write(step, split, summary)
+    logging.info("epoch %d/%d  %s: %s", epoch, config.train.num_epochs, split,
+                 metrics_lib.format_summary(summary))
     return summary
 
   def save_at_interruption(self) -> None:

@@ -27,6 +27,7 @@ import ml_collections
 import optax
 
 from carjax.data import augment
+from carjax.data import decode
 from carjax.train import optim
 from carjax.train.state import TrainState
 
@@ -70,7 +71,7 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, num_cla
     step_rng = jax.random.fold_in(rng, state.step)
     aug_rng, dropout_rng = jax.random.split(step_rng)
     images = augment.augment_batch(
-        aug_rng, batch["image"], out_size=data_cfg.image_size,
+        aug_rng, batch["image"], out_size=decode.image_hw(data_cfg.image_size),
         scale=tuple(aug_cfg.crop_scale), ratio=tuple(aug_cfg.crop_ratio),
         flip=aug_cfg.flip, jitter=aug_cfg.color_jitter)
     images = augment.normalize(images, mean, std, compute_dtype)
