@@ -18,6 +18,7 @@ import numpy as np
 from carjax import models
 from carjax.data import augment
 from carjax.data import decode
+from carjax.models import tta
 from carjax.errors import MissingPathError
 from carjax.train import checkpoint as ckpt
 from carjax.train.run_io import load_run_config
@@ -47,9 +48,13 @@ def restore_variables(workdir: str, which: str = ckpt.BEST):
 class Predictor:
   """Classifies images with a trained carjax model."""
 
-  def __init__(self, workdir: str, which: str = ckpt.BEST):
+  def __init__(self, workdir: str, which: str = ckpt.BEST, flip_tta: bool | None = None):
+    """`flip_tta`: average each image's prediction with its mirror's (None: as the run's
+    `config.eval.flip_tta` says)."""
     (self.config, self.class_names, self.model, self.variables,
      self.checkpoint_meta) = restore_variables(workdir, which)
+    self.flip_tta = (bool(self.config.eval.get("flip_tta", False)) if flip_tta is None
+                     else bool(flip_tta))
     self.image_size = decode.image_hw(self.config.data.image_size)  # (height, width)
     self.resize_mode = self.config.data.resize_mode
     self.mean, self.std = models.input_normalization(self.config.model)
@@ -60,7 +65,8 @@ class Predictor:
   def _logits_fn(self, variables, images_uint8):
     x = augment.normalize(images_uint8, self.mean, self.std,
                           jnp.dtype(self.config.model.get("dtype", "float32")))
-    return self.model.apply(variables, x, train=False).astype(jnp.float32)
+    apply = lambda v: self.model.apply(variables, v, train=False).astype(jnp.float32)
+    return tta.flip_averaged_logits(apply, x) if self.flip_tta else apply(x)
 
   def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Logits [N, K] of uint8 images [N, S, S, 3] already at the model's input size.

@@ -85,6 +85,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 64
   c.eval.every_epochs = 1
   c.eval.best_metric = "accuracy"  # Any key of the eval summary, e.g. 'macro_f1'.
+  # Average each image's class probabilities with its mirror image's (2× inference cost),
+  # in the per-epoch evaluations, evaluate, predict, the study and export alike.
+  c.eval.flip_tta = False
 
   c.checkpoint = ml_collections.ConfigDict()
   # Besides every epoch's end, `checkpoints/last` is also saved every N steps and every M

@@ -46,6 +46,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = study.get_config()
   c.unlock()
   c.data.cache_dir = ""
+  c.seeds = (0,)  # tests/test_study.py checks the seed fan-out on configs alone.
   c.models = ml_collections.ConfigDict()
   c.models.tiny_cnn = tiny_cnn.get_config()
   c.models.tiny_cnn.train.num_epochs = 1

@@ -79,6 +79,7 @@ def write_evaluation(output_dir: str, labels: np.ndarray, logits: np.ndarray, na
   num_classes = len(class_names)
   predictions = np.argmax(logits, axis=1)
   summary = metrics_lib.headline_metrics(labels, logits, num_classes)
+  summary = metrics_lib.with_intervals(summary, labels, logits, num_classes)
   summary.update({"count": int(len(labels)), **(extra or {})})
   with open(os.path.join(output_dir, "metrics.json"), "w") as f:
     jsonio.dump(summary, f, indent=2)
@@ -112,10 +113,13 @@ def write_evaluation(output_dir: str, labels: np.ndarray, logits: np.ndarray, na
 
 def evaluate_workdir(workdir: str, which: str = ckpt.BEST, split: str | None = None,
                      folder: str | None = None, output_dir: str | None = None,
-                     preloaded=None) -> dict[str, Any]:
+                     preloaded=None, flip_tta: bool | None = None) -> dict[str, Any]:
   """Evaluates checkpoint `which` of `workdir` on `split` (default: the run's eval split) or
-  on every image of `folder`; returns the metrics and writes the evaluation files."""
-  predictor = Predictor(workdir, which)
+  on every image of `folder`; returns the metrics and writes the evaluation files.
+
+  `flip_tta`: mirror-averaged predictions (None: as the run's config says); a choice other
+  than the run's own goes to its own folder (`..._flip` / `..._noflip`)."""
+  predictor = Predictor(workdir, which, flip_tta=flip_tta)
   config = predictor.config
   if folder:
     images, labels, names, failures = _folder_split(folder, predictor)
@@ -136,14 +140,18 @@ def evaluate_workdir(workdir: str, which: str = ckpt.BEST, split: str | None = N
   if len(labels) == 0:
     raise DataError(f"nothing to evaluate: no readable image in {folder or split!r}")
   logits = predictor.logits(images, batch_size=config.eval.batch_size)
-  output_dir = output_dir or os.path.join(workdir, f"eval_{which}_{target}")
+  suffix = ""
+  if predictor.flip_tta != bool(config.eval.get("flip_tta", False)):
+    suffix = "_flip" if predictor.flip_tta else "_noflip"
+  output_dir = output_dir or os.path.join(workdir, f"eval_{which}_{target}{suffix}")
   meta = predictor.checkpoint_meta
   summary = write_evaluation(output_dir, np.asarray(labels), logits, names,
                              predictor.class_names,
                              extra={"checkpoint": which, "step": meta.get("step"),
                                     "epoch": meta.get("epoch"), "evaluated_on": target,
                                     "unreadable_files": len(failures),
-                                    "train_seconds": meta.get("train_seconds")})
+                                    "train_seconds": meta.get("train_seconds"),
+                                    "flip_tta": predictor.flip_tta})
   logging.info("Evaluated %s checkpoint of %s on %s: %s (written to %s)", which, workdir,
                target, metrics_lib.format_summary(summary), output_dir)
   return summary

@@ -388,7 +388,7 @@ class _EpochLoop:
     bar = ProgressBar(epoch, config.train.num_epochs, start=step - (epoch - 1) * per_epoch,
                       total=per_epoch)
     self.window = _Window(self.workdir)
-    self.epoch_sums = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+    self.epoch_sums = {"loss_sum": 0.0, "ce_sum": 0.0, "correct": 0.0, "count": 0.0}
     while step < epoch_end:
       faults.point(f"step_{step}")
       batch = sharding_lib.global_batch(next(batches), self.data_sharding,
@@ -420,7 +420,8 @@ class _EpochLoop:
     bar.update(step - (epoch - 1) * self.per_epoch, loss=loss, accuracy=accuracy,
                images_per_s=images_per_s)
     self.writer.write(step, "train", {
-        "loss": loss, "accuracy": accuracy, "images_per_s": images_per_s,
+        "loss": loss, "cross_entropy": totals["ce_sum"] / totals["count"],
+        "accuracy": accuracy, "images_per_s": images_per_s,
         "grad_norm": sums["grad_norm"],
         "lr_backbone": float(self.schedules["backbone"](step)),
         "lr_head": float(self.schedules["head"](step)), "epoch": epoch})
@@ -517,8 +518,8 @@ class _Window:
         raise NonFiniteError(f"non-finite {what} at training step {step + 1}: "
                              + _nan_advice(self.workdir, saved_step))
     now = time.perf_counter()
-    sums = {k: float(sum(float(m[k]) for m in fetched)) for k in ("loss_sum", "correct",
-                                                                 "count")}
+    sums = {k: float(sum(float(m.get(k, 0.0)) for m in fetched))
+            for k in ("loss_sum", "ce_sum", "correct", "count")}
     sums["grad_norm"] = float(max(float(m.get("grad_norm", 0.0)) for m in fetched))
     sums["seconds"] = now - self.start_time
     self.start_time = now

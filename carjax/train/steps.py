@@ -28,6 +28,7 @@ import optax
 
 from carjax.data import augment
 from carjax.data import decode
+from carjax.models import tta
 from carjax.train import optim
 from carjax.train.state import TrainState
 
@@ -101,8 +102,12 @@ def make_train_step(model: nn.Module, config: ml_collections.ConfigDict, num_cla
       new_state = new_state.replace(ema_params=jax.tree.map(
           lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, new_state.params))
     count = labels.shape[0]
+    # The objective above may be label-smoothed and class-weighted; the plain cross-entropy
+    # is what the evaluations report, so train and eval curves can share one definition.
+    _, plain = cross_entropy(logits, labels, num_classes)
     metrics = {
         "loss_sum": loss * count,
+        "ce_sum": jnp.sum(plain),
         "correct": jnp.sum(jnp.argmax(logits, -1) == labels),
         "count": jnp.asarray(count, jnp.int32),
         # The host stops the run on a non-finite loss or gradient (carjax.train.loop).
@@ -162,10 +167,12 @@ def make_eval_step(model: nn.Module, config: ml_collections.ConfigDict, num_clas
   """Builds `eval_step(state, batch) -> dict` with masked sums and per-example logits."""
   compute_dtype = jnp.dtype(config.model.get("dtype", "float32"))
   use_ema = bool(config.train.ema_decay)
+  flip_tta = bool(config.eval.get("flip_tta", False))
 
   def eval_step(state: TrainState, batch):
     images = augment.normalize(batch["image"], mean, std, compute_dtype)
-    logits = model.apply(state.eval_variables(use_ema), images, train=False)
+    apply = lambda x: model.apply(state.eval_variables(use_ema), x, train=False)
+    logits = (tta.flip_averaged_logits(apply, images) if flip_tta else apply(images))
     logits = logits.astype(jnp.float32)
     labels, mask = batch["label"], batch["mask"]
     _, losses = cross_entropy(logits, labels, num_classes)
