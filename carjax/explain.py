@@ -94,9 +94,10 @@ def _split_at_layer(model, variables, images, layer: str):
   return features, lambda feats: run(feats)[0]
 
 
-def upsample(heatmap: np.ndarray, size: int) -> np.ndarray:
-  """A [h, w] map bilinearly resized to [size, size] (what is overlaid on the photo)."""
-  return np.asarray(jax.image.resize(jnp.asarray(heatmap, jnp.float32), (size, size),
+def upsample(heatmap: np.ndarray, size) -> np.ndarray:
+  """A [h, w] map bilinearly resized to `size`, S or (height, width): the photo's size."""
+  out = (size, size) if isinstance(size, int) else tuple(size)
+  return np.asarray(jax.image.resize(jnp.asarray(heatmap, jnp.float32), out,
                                      method="linear"))
 
 
@@ -107,8 +108,8 @@ def predictor_gradcam(predictor, images_uint8: np.ndarray, target_classes=None,
   targets = None if target_classes is None else jnp.asarray(target_classes, jnp.int32)
   run = jax.jit(lambda v, x, t: gradcam(predictor.model, v, x, t, layer))
   cams, logits = jax.device_get(run(predictor.variables, x, targets))
-  size = images_uint8.shape[1]
-  heatmaps = np.zeros((len(cams), size, size), np.float32)
+  size = images_uint8.shape[1:3]
+  heatmaps = np.zeros((len(cams),) + size, np.float32)
   for i, cam in enumerate(cams):
     heatmaps[i] = upsample(cam, size)
   return heatmaps, np.asarray(jax.nn.softmax(logits, axis=-1))
@@ -136,7 +137,7 @@ class PredictorGradCam:
 
   def __call__(self, images_uint8: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(heat maps [N, S, S] in [0, 1] at the input size, probabilities [N, K])."""
-    size = images_uint8.shape[1]
+    size = images_uint8.shape[1:3]
     heatmaps, probs = [], []
     for start in range(0, len(images_uint8), self.batch_size):
       chunk = images_uint8[start:start + self.batch_size]
@@ -147,7 +148,7 @@ class PredictorGradCam:
       heatmaps.extend(upsample(cam, size) for cam in cams[:len(chunk)])
       probs.append(np.asarray(jax.nn.softmax(logits[:len(chunk)], axis=-1)))
     if not heatmaps:
-      return np.zeros((0, size, size), np.float32), np.zeros((0, 0), np.float32)
+      return np.zeros((0,) + size, np.float32), np.zeros((0, 0), np.float32)
     return np.stack(heatmaps), np.concatenate(probs)
 
 

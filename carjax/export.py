@@ -62,6 +62,7 @@ from carjax import inference
 from carjax import models
 from carjax.data import decode
 from carjax import checkpoint as ckpt
+from carjax.models import tta
 
 SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILE = "model.tflite"
@@ -129,39 +130,37 @@ def _round_to_uint8_levels(x):
   return tf.clip_by_value(tf.floor(x + 0.5), 0.0, 255.0)
 
 
-def resize_images(images, size: int, mode: str = "squash", pad_value: int = 0,
+def resize_images(images, size, mode: str = "squash", pad_value: int = 0,
                   vertical_first_rule: bool = True):
-  """uint8 (or integer-valued float) ``[batch, H, W, 3]`` → float32 ``[batch, S, S, 3]``.
+  """uint8 (or integer-valued float) ``[batch, H, W, 3]`` → float32 ``[batch, h, w, 3]``
+  for `size` S (a square) or (h, w).
 
   The result holds whole grey levels 0..255, as `carjax.data.decode.resize_to` (PIL bicubic,
-  'squash', 'crop' or 'pad') would produce for each image; an image already S×S comes back
+  'squash', 'crop' or 'pad') would produce for each image; an image already h×w comes back
   unchanged in 'squash' mode. `vertical_first_rule`: resample vertically first where Pillow
   13 does (see `pillow_resamples_vertically_first`); False: always horizontally first, as
   older Pillow does.
   """
+  size_h, size_w = decode.image_hw(size)
   images = tf.cast(images, tf.float32)
   shape = tf.shape(images)
   height, width = shape[1], shape[2]
   h_f, w_f = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
   if mode == "squash":
-    out_h = out_w = tf.constant(float(size))
-    rows_y, valid_y = pil_bicubic_matrix(height, size)
-    rows_x, valid_x = pil_bicubic_matrix(width, size)
+    out_h, out_w = tf.constant(float(size_h)), tf.constant(float(size_w))
+    rows_y, valid_y = pil_bicubic_matrix(height, size_h)
+    rows_x, valid_x = pil_bicubic_matrix(width, size_w)
   elif mode == "crop":
-    out_h = out_w = tf.constant(float(size))
-    side = tf.minimum(height, width)
-    rows_y, valid_y = pil_bicubic_matrix(height, size, box_start2=height - side,
-                                         box_extent=side)
-    rows_x, valid_x = pil_bicubic_matrix(width, size, box_start2=width - side,
-                                         box_extent=side)
+    out_h, out_w = tf.constant(float(size_h)), tf.constant(float(size_w))
+    rows_y, valid_y, rows_x, valid_x = _centre_box_matrices(height, width, size_h, size_w)
   elif mode == "pad":
-    scale = float(size) / tf.maximum(h_f, w_f)
+    scale = tf.minimum(float(size_w) / w_f, float(size_h) / h_f)
     # Python's round() (half to even) is what resize_to uses; so does tf.round.
-    out_h = tf.clip_by_value(tf.round(h_f * scale), 1.0, float(size))
-    out_w = tf.clip_by_value(tf.round(w_f * scale), 1.0, float(size))
+    out_h = tf.clip_by_value(tf.round(h_f * scale), 1.0, float(size_h))
+    out_w = tf.clip_by_value(tf.round(w_f * scale), 1.0, float(size_w))
     content_h, content_w = tf.cast(out_h, tf.int32), tf.cast(out_w, tf.int32)
-    rows_y, valid_y = pil_bicubic_matrix(height, size, content_h, (size - content_h) // 2)
-    rows_x, valid_x = pil_bicubic_matrix(width, size, content_w, (size - content_w) // 2)
+    rows_y, valid_y = pil_bicubic_matrix(height, size_h, content_h, (size_h - content_h) // 2)
+    rows_x, valid_x = pil_bicubic_matrix(width, size_w, content_w, (size_w - content_w) // 2)
   else:
     raise ValueError(f"resize mode must be 'squash', 'crop' or 'pad', got {mode!r}")
   x = tf.transpose(images, [0, 3, 1, 2])  # [b, c, H, W]
@@ -181,6 +180,25 @@ def resize_images(images, size: int, mode: str = "squash", pad_value: int = 0,
     inside = tf.logical_and(valid_y[:, None], valid_x[None, :])[..., None]
     x = tf.where(inside, x, tf.fill(tf.shape(x), float(pad_value)))
   return x
+
+
+def _centre_box_matrices(height, width, size_h: int, size_w: int):
+  """Resampling matrices of 'crop' mode: the centre box of the canvas's aspect.
+
+  `resize_to` cuts the box ``size · min(W / size_w, H / size_h)`` (PIL's `box`, float
+  edges); for a square canvas that is the centre min(H, W) square, whose half-pixel start
+  ``(H - side) / 2`` is exact as ``box_start2 = H - side``. A non-square box generally has
+  fractional edges, which the integer `box_start2` cannot express: it is refused here.
+  """
+  if size_h == size_w:
+    side = tf.minimum(height, width)
+    rows_y, valid_y = pil_bicubic_matrix(height, size_h, box_start2=height - side,
+                                         box_extent=side)
+    rows_x, valid_x = pil_bicubic_matrix(width, size_w, box_start2=width - side,
+                                         box_extent=side)
+    return rows_y, valid_y, rows_x, valid_x
+  raise ValueError("exporting resize_mode='crop' needs a square data.image_size; use "
+                   "'squash' or 'pad' for a non-square canvas")
 
 
 @functools.lru_cache(maxsize=None)
@@ -228,28 +246,30 @@ class CarjaxServingModule(tf.Module):
   def __init__(self, predictor: inference.Predictor, conventions: dict, *,
                platforms: Sequence[str] = ("cpu",), asset_paths: Sequence[str] = ()):
     super().__init__(name="carjax")
-    self._size = int(predictor.image_size)
+    self._size = tuple(int(v) for v in predictor.image_size)  # (height, width)
     self._resize_mode = str(predictor.resize_mode)
     self._vertical_first_rule = bool(conventions["resize_vertical_first_rule"])
     model = predictor.model
     input_spec = predictor.input_spec
+    flip_tta = predictor.flip_tta
 
     def forward(variables, images):
-      # `images`: float32 [b, S, S, 3] of whole grey levels, i.e. exactly the uint8 pixels
+      # `images`: float32 [b, h, w, 3] of whole grey levels, i.e. exactly the uint8 pixels
       # carjax's Predictor feeds; the rest is Predictor._logits_fn.
-      return models.apply_pixels(model, variables, images, input_spec,
-                                 train=False).astype(jnp.float32)
+      apply = lambda pixels: models.apply_pixels(model, variables, pixels, input_spec,
+                                                 train=False).astype(jnp.float32)
+      return tta.flip_averaged_logits(apply, images) if flip_tta else apply(images)
 
     self.variables_tree = _to_tf_variables(jax.device_get(predictor.variables))
     self._forward = jax2tf.convert(
-        forward, polymorphic_shapes=[None, f"(b, {self._size}, {self._size}, 3)"],
+        forward, polymorphic_shapes=[None, f"(b, {self._size[0]}, {self._size[1]}, 3)"],
         with_gradient=False, native_serialization_platforms=tuple(platforms))
     self.class_names = tf.Variable(list(predictor.class_names), dtype=tf.string,
                                    trainable=False, name="class_names")
     self.conventions = tf.Variable(json.dumps(conventions, indent=2, sort_keys=True),
                                    dtype=tf.string, trainable=False, name="conventions")
-    self.image_size = tf.Variable(self._size, dtype=tf.int32, trainable=False,
-                                  name="image_size")
+    self.image_size = tf.Variable(list(self._size), dtype=tf.int32, trainable=False,
+                                  name="image_size")  # [height, width]
     # Tracked so that tf.saved_model.save copies them into <saved_model>/assets/.
     self.assets = [tf.saved_model.Asset(p) for p in asset_paths]
 
@@ -275,7 +295,7 @@ class CarjaxServingModule(tf.Module):
     resized = tf.map_fn(
         lambda b: resize_images(decode_image(b)[None], size, mode,
                                 vertical_first_rule=rule)[0], image_bytes,
-        fn_output_signature=tf.TensorSpec([size, size, 3], tf.float32))
+        fn_output_signature=tf.TensorSpec([*size, 3], tf.float32))
     return self._classify(resized)
 
   @tf.function(input_signature=[], autograph=False)
@@ -329,7 +349,7 @@ def conventions_for(predictor: inference.Predictor, workdir: str, which: str,
       "model": predictor.config.model.name,
       "num_classes": len(predictor.class_names),
       "class_names": list(predictor.class_names),
-      "image_size": int(predictor.image_size),
+      "image_size": [int(v) for v in predictor.image_size],  # [height, width]
       "resize_mode": str(predictor.resize_mode),
       "pad_value": 0,
       "resize_vertical_first_rule": pillow_resamples_vertically_first(),

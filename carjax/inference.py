@@ -17,6 +17,7 @@ import numpy as np
 from carjax import models
 from carjax.data import decode
 from carjax import workdir as workdir_lib
+from carjax.models import tta
 from carjax.errors import MissingPathError
 from carjax import checkpoint as ckpt
 
@@ -31,7 +32,8 @@ def restore_variables(workdir: str, which: str = ckpt.BEST):
     raise MissingPathError(
         f"no '{which}' checkpoint in {ckpt.checkpoint_dir(workdir, which)}; "
         f"train first, or choose --checkpoint={'last' if which == 'best' else 'best'}")
-  abstract = jax.eval_shape(lambda r: models.init_variables(model, config.data.image_size, r),
+  input_hw = decode.image_hw(config.data.image_size)
+  abstract = jax.eval_shape(lambda r: models.init_variables(model, input_hw, r),
                             jax.random.key(0))
   abstract = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
   variables, meta = ckpt.restore_model_variables(mngr, abstract,
@@ -42,10 +44,14 @@ def restore_variables(workdir: str, which: str = ckpt.BEST):
 class Predictor:
   """Classifies images with a trained carjax model."""
 
-  def __init__(self, workdir: str, which: str = ckpt.BEST):
+  def __init__(self, workdir: str, which: str = ckpt.BEST, flip_tta: bool | None = None):
+    """`flip_tta`: average each image's prediction with its mirror's (None: as the run's
+    `config.eval.flip_tta` says)."""
     (self.config, self.class_names, self.model, self.variables,
      self.checkpoint_meta) = restore_variables(workdir, which)
-    self.image_size = self.config.data.image_size
+    self.flip_tta = (bool(self.config.eval.get("flip_tta", False)) if flip_tta is None
+                     else bool(flip_tta))
+    self.image_size = decode.image_hw(self.config.data.image_size)  # (height, width)
     self.resize_mode = self.config.data.resize_mode
     self.input_spec = models.InputSpec.from_config(self.config.model)
     self._logits = jax.jit(
@@ -53,8 +59,9 @@ class Predictor:
         compiler_options=models.compiler_options(self.config.model, jax.default_backend()))
 
   def _logits_fn(self, variables, images_uint8):
-    return models.apply_pixels(self.model, variables, images_uint8, self.input_spec,
-                               train=False).astype(jnp.float32)
+    apply = lambda pixels: models.apply_pixels(self.model, variables, pixels, self.input_spec,
+                                               train=False).astype(jnp.float32)
+    return tta.flip_averaged_logits(apply, images_uint8) if self.flip_tta else apply(images_uint8)
 
   def logits(self, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Logits [N, K] of uint8 images [N, S, S, 3] already at the model's input size.

@@ -6,7 +6,7 @@
   metrics.jsonl             one JSON line per logged step and split (`MetricWriter`,
                             `read_metric_lines`); TensorBoard events under tensorboard/
   checkpoints/<last|best>/  orbax checkpoints (`carjax.checkpoint`)
-  eval_<which>_<target>/    an evaluation's files (`eval_dir`)
+  eval_<which>_<target>[_<variant>]/  an evaluation's files (`eval_dir`)
 """
 
 from __future__ import annotations
@@ -29,9 +29,10 @@ METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
 
-def eval_dir(workdir: str, which: str, target: str) -> str:
-  """The folder an evaluation of checkpoint `which` on split/folder `target` writes into."""
-  return os.path.join(workdir, f"eval_{which}_{target}")
+def eval_dir(workdir: str, which: str, target: str, variant: str = "") -> str:
+  """The folder an evaluation of checkpoint `which` on split/folder `target` writes into;
+  `variant` ('flip', 'noflip') marks an evaluation made otherwise than the run's config says."""
+  return os.path.join(workdir, f"eval_{which}_{target}" + (f"_{variant}" if variant else ""))
 
 
 def write_run_files(config: ml_collections.ConfigDict, workdir: str, class_names,

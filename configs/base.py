@@ -18,7 +18,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.source = ""
   c.data.train_split = "train"
   c.data.eval_split = "val"
-  c.data.image_size = 224
+  # (height, width) in pixels; `--config.data.image_size=256` means a 256×256 square.
+  c.data.image_size = (224, 224)
   # The photos are wide bounding-box crops: 'squash' keeps the whole car (measured best,
   # ../shared/notes/reference-finetune.md); 'crop' and 'pad' are the alternatives.
   c.data.resize_mode = "squash"
@@ -26,6 +27,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.num_workers = 0  # Decoding threads; 0 picks the number of CPUs.
   c.data.split_seed = 0  # For sources without split folders.
   c.data.val_fraction = 0.15
+  # > 0: this share of every class of the train split becomes "dev" (seeded by split_seed):
+  # checkpoints are chosen on dev, and eval_split is scored once at the end, as the test
+  # figure (carjax/data/dev_split.py). 0: eval_split both chooses and scores.
+  c.data.dev_fraction = 0.0
   c.data.test_fraction = 0.15
   c.data.tfds_data_dir = ""
   c.data.tfds_manual_dir = ""
@@ -79,6 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.batch_size = 64
   c.eval.every_epochs = 1
   c.eval.best_metric = "accuracy"  # Any key of the eval summary, e.g. 'macro_f1'.
+  # Average each image's class probabilities with its mirror image's (2× inference cost),
+  # in the per-epoch evaluations, evaluate, predict, the study and export alike.
+  c.eval.flip_tta = False
 
   c.checkpoint = ml_collections.ConfigDict()
   # Besides every epoch's end, `checkpoints/last` is also saved every N steps and every M

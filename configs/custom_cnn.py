@@ -20,7 +20,7 @@ from configs import base
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """The CNN's config; `arg="tiny"` gives the tiny smoke-test version."""
   c = base.get_config()
-  c.data.image_size = 128
+  c.data.image_size = (128, 128)
   c.model.name = "custom_cnn"
   c.model.stage_widths = (32, 64, 128, 256, 384)
   c.model.convs_per_stage = 2
@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 def shrink_to_tiny(c: ml_collections.ConfigDict) -> None:
   """A tiny CNN at 32 px, 2 epochs of batches of 4, logging every step, no cache."""
-  c.data.image_size = 32
+  c.data.image_size = (32, 32)
   c.data.cache_dir = ""
   c.model.stage_widths = (8, 16)
   c.model.convs_per_stage = 1

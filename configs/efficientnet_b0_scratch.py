@@ -16,7 +16,7 @@ from configs import base
 
 def get_config() -> ml_collections.ConfigDict:
   c = base.get_config()
-  c.data.image_size = 224
+  c.data.image_size = (224, 224)
   c.model.name = "efficientnet"
   c.model.variant = "b0"
   # Padding/BatchNorm conventions of the weights: 'tf' (Keras, TF, Lite), 'timm', 'torchvision'.

@@ -28,7 +28,7 @@ from configs import base
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   """Lite0 fine-tuning; `arg="tiny"` gives the tiny, randomly initialised version."""
   c = base.get_config()
-  c.data.image_size = 224
+  c.data.image_size = (224, 224)
   c.data.augment.crop_scale = (0.35, 1.0)
   # Wide crops of the squashed photo, as in the PyTorch reference (shared/notes/reference-finetune.md).
   c.data.augment.crop_ratio = (0.75, 2.0)
@@ -69,7 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def shrink_to_tiny(c: ml_collections.ConfigDict) -> None:
-  c.data.image_size = 32
+  c.data.image_size = (32, 32)
   c.data.cache_dir = ""
   c.model.pretrained = ""
   c.model.overrides = ml_collections.ConfigDict(

@@ -1,6 +1,7 @@
 r"""Evaluates a workdir's best (or last) checkpoint on a split or on any image folder.
 
   python -m launch.evaluate --workdir=runs/custom_cnn --split=val
+  python -m launch.evaluate --workdir=runs/custom_cnn --split=dev --flip_tta
   python -m launch.evaluate --workdir=runs/custom_cnn --folder=/photos/by_make --output=out/
 
 Writes metrics.json, per_class.csv, confusion_matrix.{csv,png} and predictions.csv.
@@ -21,6 +22,10 @@ _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which c
 _SPLIT = flags.DEFINE_string("split", None, "A split of the run's data (default: its eval split).")
 _FOLDER = flags.DEFINE_string("folder", None, "An image folder of the same classes instead.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder (default: inside the workdir).")
+_FLIP_TTA = flags.DEFINE_bool(
+    "flip_tta", None, "Average each photo's prediction with its mirror's (default: as the "
+    "run's config.eval.flip_tta); a setting other than the run's writes to a *_flip or "
+    "*_noflip folder.")
 flags.mark_flags_as_required(["workdir"])
 
 
@@ -31,7 +36,8 @@ def main(argv):
     raise app.UsageError("Give --split or --folder, not both.")
   logging_setup.setup()
   summary = evaluate.evaluate_workdir(_WORKDIR.value, _CHECKPOINT.value, split=_SPLIT.value,
-                                      folder=_FOLDER.value, output_dir=_OUTPUT.value)
+                                      folder=_FOLDER.value, output_dir=_OUTPUT.value,
+                                      flip_tta=_FLIP_TTA.value)
   print(jsonio.dumps(summary, indent=2))
 
 

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import pytest
 
 from carjax import models
+from carjax.data import decode
 from carjax.models.cnn import CustomCNN
 from configs import custom_cnn
 
@@ -15,7 +16,8 @@ def _count(params) -> int:
 
 
 def _init(model, size):
-  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)),
+  height, width = decode.image_hw(size)
+  return jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, height, width, 3)),
                                            train=False))
 
 

@@ -235,3 +235,30 @@ def test_resize_rejects_bad_arguments():
     resize_to(image, 8, "stretch")
   with pytest.raises(ValueError, match="uint8"):
     resize_to(image.astype(np.float32), 8)
+
+
+def test_image_hw_reads_every_size_form():
+  assert decode.image_hw(224) == (224, 224)
+  assert decode.image_hw((256,)) == (256, 256)  # What --config.data.image_size=256 parses to.
+  assert decode.image_hw((192, 352)) == (192, 352)
+  assert decode.image_hw([96, 192]) == (96, 192)
+  for bad in ((1, 2, 3), "224", (0, 10), (1.5, 2), True):
+    with pytest.raises(ValueError, match="image size"):
+      decode.image_hw(bad)
+
+
+def test_non_square_resize_modes():
+  image = _three_band_image()  # 20×60.
+  squash = resize_to(image, (10, 40), "squash")
+  assert squash.shape == (10, 40, 3)
+  np.testing.assert_array_equal(squash[5, [2, 20, 37]], [(255, 0, 0), (0, 255, 0), (0, 0, 255)])
+  # crop: cover 10×15 (aspect 1.5) → the centre 20×30 box: 5 px of red and of blue remain.
+  crop = resize_to(image, (10, 15), "crop")
+  assert crop.shape == (10, 15, 3)
+  np.testing.assert_array_equal(crop[5, 7], (0, 255, 0))
+  assert crop[5, 0, 0] > 200 and crop[5, 14, 2] > 200
+  # pad: fit 20×60 into 30×40 → 13×40 content, bars above and below.
+  pad = resize_to(image, (30, 40), "pad", pad_value=9)
+  assert pad.shape == (30, 40, 3)
+  assert (pad[:8] == 9).all() and (pad[22:] == 9).all()
+  np.testing.assert_array_equal(pad[15, 2], (255, 0, 0))

@@ -39,10 +39,15 @@ def _perturb(tree, rng, scale):
   return jax.tree.map(lambda a: a + scale * rng.standard_normal(a.shape).astype(a.dtype), tree)
 
 
-def write_tiny_run(workdir):
-  """A workdir as training leaves it: config.json, class_names.json, checkpoints/best."""
+def write_tiny_run(workdir, image_size=(24, 40), flip_tta=True):
+  """A workdir as training leaves it: config.json, class_names.json, checkpoints/best.
+
+  Non-square and with flip test-time augmentation by default: the export must reproduce
+  both (a square canvas without TTA is the special case of the same code)."""
   config = custom_cnn.get_config("tiny")
   config.data.source = "folder:unused"
+  config.data.image_size = image_size
+  config.eval.flip_tta = flip_tta
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
@@ -99,8 +104,8 @@ def _tflite_runner(path, batch_shape):
 
 def test_saved_model_matches_predictor_at_model_size(exported):
   predictor, _, loaded = exported
-  size = predictor.image_size
-  images = _images((size, size), 6, seed=0)
+  assert predictor.image_size == (24, 40) and predictor.flip_tta
+  images = _images(predictor.image_size, 6, seed=0)
   expected = _softmax(predictor.logits(images))
   out = loaded.signatures["serving_default"](images=tf.constant(images))
   probs = out["probabilities"].numpy()
@@ -126,10 +131,14 @@ def test_saved_model_agrees_on_other_sizes(exported, shape):
   np.testing.assert_array_equal(probs.argmax(axis=1), expected.argmax(axis=1))
 
 
+@pytest.mark.parametrize("size", [32, (24, 40)])
 @pytest.mark.parametrize("mode", ["squash", "crop", "pad"])
 @pytest.mark.parametrize("shape", [(45, 61), (20, 27), (97, 40), (32, 32)])
-def test_resize_reproduces_pil_bicubic(mode, shape):
-  size = 32
+def test_resize_reproduces_pil_bicubic(mode, shape, size):
+  if mode == "crop" and size != 32:
+    with pytest.raises(ValueError, match="square"):
+      export.resize_images(tf.constant(_images(shape, 1, seed=3)), size, mode)
+    return
   images = _images(shape, 2, seed=3)
   expected = np.stack([decode.resize_to(im, size, mode) for im in images]).astype(int)
   got = export.resize_images(
@@ -145,7 +154,7 @@ def test_resize_reproduces_pil_bicubic(mode, shape):
 def test_bytes_signature_decodes_like_carjax(exported):
   predictor, _, loaded = exported
   blobs, arrays = [], []
-  for i, (shape, fmt) in enumerate([((32, 32), "PNG"), ((45, 61), "PNG"), ((50, 30), "JPEG")]):
+  for i, (shape, fmt) in enumerate([((24, 40), "PNG"), ((45, 61), "PNG"), ((50, 30), "JPEG")]):
     image = _images(shape, 1, seed=10 + i)[0]
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format=fmt, quality=95)
@@ -161,7 +170,7 @@ def test_bytes_signature_decodes_like_carjax(exported):
   expected = _softmax(predictor.logits(np.stack(arrays)))
   out = loaded.signatures["predict_bytes"](image_bytes=tf.constant(blobs))
   probs = out["probabilities"].numpy()
-  np.testing.assert_allclose(probs[:1], expected[:1], atol=1e-4, rtol=0)  # Lossless, S×S.
+  np.testing.assert_allclose(probs[:1], expected[:1], atol=1e-4, rtol=0)  # Lossless, at the model size.
   assert np.abs(probs - expected).max() < 1e-2
   np.testing.assert_array_equal(out["class_index"].numpy(), expected.argmax(axis=1))
 
@@ -170,8 +179,7 @@ def test_tflite_matches_predictor(exported):
   predictor, result, _ = exported
   assert result.tflite_bytes == os.path.getsize(result.tflite_path) > 0
   assert result.tflite_select_tf_ops is False  # Builtin ops only: any LiteRT runtime works.
-  size = predictor.image_size
-  images = _images((size, size), 3, seed=5)
+  images = _images(predictor.image_size, 3, seed=5)
   expected = _softmax(predictor.logits(images))
   out = _tflite_runner(result.tflite_path, images.shape)(images=images)
   np.testing.assert_allclose(out["probabilities"], expected, atol=1e-4, rtol=0)
@@ -195,7 +203,7 @@ def test_class_names_and_conventions(exported):
     conventions = json.load(f)
   assert conventions == json.loads(meta["conventions"].numpy().decode())
   assert os.path.exists(os.path.join(result.saved_model_dir, "assets", export.CONVENTIONS_FILE))
-  assert conventions["image_size"] == predictor.image_size == 32
+  assert conventions["image_size"] == list(predictor.image_size) == [24, 40]
   assert conventions["resize_mode"] == "squash"
   assert conventions["input_mean"] == pytest.approx(list(predictor.input_spec.mean))
   assert conventions["input_std"] == pytest.approx(list(predictor.input_spec.std))
@@ -227,7 +235,7 @@ def test_launcher_exports_a_workdir(exported, tmp_path):
   summary = json.loads(proc.stdout)
   assert summary["checkpoint_step"] == STEP and summary["tflite"] is None
   loaded = tf.saved_model.load(summary["saved_model"])
-  images = _images((predictor.image_size,) * 2, 2, seed=7)
+  images = _images(predictor.image_size, 2, seed=7)
   np.testing.assert_allclose(
       loaded.signatures["serving_default"](images=tf.constant(images))["probabilities"].numpy(),
       _softmax(predictor.logits(images)), atol=1e-4, rtol=0)

@@ -27,7 +27,7 @@ def test_input_spec_from_config_keeps_the_compute_dtype():
 
 def test_apply_pixels_is_apply_on_normalised_input():
   model = CustomCNN(num_classes=3, stage_widths=(4,), convs_per_stage=1, dense_widths=())
-  variables = models.init_variables(model, 16, jax.random.key(0))
+  variables = models.init_variables(model, (16, 16), jax.random.key(0))
   assert variables["params"]["head"]["kernel"].shape[-1] == 3
   pixels = np.random.default_rng(0).integers(0, 256, (2, 16, 16, 3), np.uint8)
   spec = models.InputSpec((120.0, 110.0, 100.0), (60.0, 50.0, 40.0))

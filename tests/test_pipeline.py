@@ -51,3 +51,22 @@ def test_full_crop_without_jitter_is_a_resize():
   out = augment.augment_image(jax.random.key(3), image, out_size=16, scale=(1.0, 1.0),
                               ratio=(1.0, 1.0), flip=False, jitter=0.0)
   np.testing.assert_allclose(np.asarray(out), np.asarray(image), atol=1e-3)
+def test_full_crop_of_a_non_square_canvas_is_a_resize():
+  # ratio (1, 1) is relative to the canvas: the whole 12×24 image, not a stretched square.
+  image = jnp.asarray(np.random.default_rng(0).integers(0, 256, (12, 24, 3)), jnp.float32)
+  out = augment.augment_image(jax.random.key(3), image, out_size=(12, 24), scale=(1.0, 1.0),
+                              ratio=(1.0, 1.0), flip=False, jitter=0.0)
+  assert out.shape == (12, 24, 3)
+  np.testing.assert_allclose(np.asarray(out), np.asarray(image), atol=1e-3)
+
+
+def test_crops_of_a_wide_canvas_keep_its_proportions():
+  # A left-to-right ramp: a box's horizontal extent shows in the output's value range.
+  ramp = jnp.broadcast_to(jnp.linspace(0.0, 255.0, 64)[None, :, None], (32, 64, 3))
+  out = augment.augment_batch(jax.random.key(0), jnp.stack([ramp] * 64), out_size=(16, 32),
+                              scale=(0.5, 0.5), ratio=(1.0, 1.0), flip=False, jitter=0.0)
+  assert out.shape == (64, 16, 32, 3)
+  # Half the area at the canvas's 2:1 aspect: every box is ~45×23 of 64×32, so each view spans
+  # ~70 % of the ramp's range (a square box of the same area would span ~56 %).
+  spans = np.asarray(out[..., 0].max(axis=(1, 2)) - out[..., 0].min(axis=(1, 2)))
+  assert np.all(np.abs(spans / 255.0 - np.sqrt(0.5)) < 0.05), spans / 255.0

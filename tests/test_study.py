@@ -49,6 +49,12 @@ def _check_report(report_dir, model_names):
   assert 'src="figures/' not in html
   for table in os.listdir(os.path.join(report_dir, "tables")):
     assert f"tables/{table}" in markdown
+  # The answer: intervals, the Keras study's rows, conclusions with the paired test, and
+  # the recipes side by side.
+  assert "## Answer" in markdown and "## Recipes" in markdown
+  assert "(as reported)" in markdown and "McNemar p =" in markdown
+  assert "chosen on the dev split carved from train" in markdown
+  assert re.search(r"\d\.\d{3} \[\d\.\d{3}, \d\.\d{3}\]", markdown)
   return markdown
 
 
@@ -130,3 +136,51 @@ def test_model_configs_apply_the_shared_data_section():
     assert model_config.data.eval_split == "test"
     assert model_config.data.image_size == 32  # Model-specific fields stay the model's.
   assert config.models.tiny_cnn.data.source == ""  # The study config itself is untouched.
+
+
+# ------------------------------------------------------------------- seeds and headline
+
+
+def test_every_model_runs_once_per_seed():
+  config = study_config.get_config("tiny")
+  config.unlock()
+  config.seeds = (3, 7)
+  configs = study.model_configs(config)
+  assert list(configs) == ["tiny_cnn", "tiny_cnn_seed7", "tiny_cnn_avgpool",
+                           "tiny_cnn_avgpool_seed7"]
+  assert [c.seed for c in configs.values()] == [3, 7, 3, 7]
+  assert study.model_of_run("tiny_cnn_avgpool_seed7", config.models) == "tiny_cnn_avgpool"
+  assert study.model_of_run("tiny_cnn_seed7", config.models) == "tiny_cnn"
+  # Only the seed differs between a model's runs.
+  a, b = configs["tiny_cnn"].to_dict(), configs["tiny_cnn_seed7"].to_dict()
+  assert {k for k in a if a[k] != b[k]} == {"seed"}
+
+
+def test_headline_aggregates_seeds_and_writes_conclusions(tmp_path):
+  from carjax.reports import headline
+  runs = {"cnn": [{"accuracy": 0.70, "count": 779}, {"accuracy": 0.74, "count": 779}],
+          "lite0": [{"accuracy": 0.86, "count": 779, "accuracy_ci95": [0.83, 0.88]}]}
+  summary = headline.over_seeds(runs["cnn"], "accuracy")
+  assert (round(summary.mean, 6), summary.low, summary.high, summary.seeds) == (0.72, 0.70,
+                                                                               0.74, 2)
+  assert str(summary) == "0.720 (0.700–0.740, 2 seeds)"
+  assert headline.with_interval(runs["lite0"][0], "accuracy") == "0.860 [0.830, 0.880]"
+  lo, hi = headline.interval_of(runs["cnn"][0], "accuracy")  # Wilson from the count.
+  assert lo < 0.70 < hi and hi - lo < 0.07
+  for name, right in (("a", [1] * 60 + [0] * 40), ("b", [1] * 40 + [0] * 60)):
+    (tmp_path / name).mkdir()
+    with open(tmp_path / name / "predictions.csv", "w") as f:
+      f.write("file,true,predicted,confidence,correct\n")
+      f.writelines(f"img{i}.jpg,A,A,0.9,{c}\n" for i, c in enumerate(right))
+  n, p = headline.paired_test(str(tmp_path / "a"), str(tmp_path / "b"))
+  assert n == 100 and p < 1e-4
+  text = headline.conclusions(
+      runs, test_split="val", chosen_on="dev", paired=("lite0", "cnn", (n, p)),
+      references={"Keras CNN": {"metric": "accuracy", "value": 0.53}},
+      minutes={"cnn": 50.0, "lite0": None})
+  assert text[0].startswith("**lite0** classifies 86.0%")
+  assert "lite0 leads cnn by 14.0 accuracy points" in text[2]
+  assert "clear" in text[2]
+  assert any("Keras CNN" in line and "0.53" in line for line in text)
+  assert any("chosen on the dev split" in line for line in text)
+  assert any("single seed" in line for line in text)  # lite0 has only one.

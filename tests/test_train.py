@@ -207,7 +207,7 @@ def test_state_from_pretrained_keeps_backbone_and_resets_head(tmp_path):
   from carjax import checkpoint
   from configs import efficientnet_lite0_finetune
   config = efficientnet_lite0_finetune.get_config()
-  config.data.image_size = 32
+  config.data.image_size = (32, 32)
   config.model.pretrained = str(tmp_path / "weights")
   imagenet_model = models.build_model(config.model, 1000)
   imagenet = imagenet_model.init(jax.random.key(7), jnp.zeros((1, 32, 32, 3)), train=False)

@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from carjax.data import decode
+
 
 def _crop_box(rng, height, width, scale, log_ratio):
   """Samples one (top, left, crop_h, crop_w) like Inception's random-resized crop."""
@@ -27,19 +29,27 @@ def _crop_box(rng, height, width, scale, log_ratio):
   return top, left, crop_h, crop_w
 
 
-def random_resized_crop(rng, image, out_size: int, scale=(0.35, 1.0), ratio=(0.75, 1.333)):
-  """Crops a random box of `scale` of the area and `ratio` aspect, resized to out_size².
+def random_resized_crop(rng, image, out_size, scale=(0.35, 1.0), ratio=(0.75, 1.333)):
+  """Crops a random box of `scale` of the area and `ratio` aspect, resized to `out_size`
+  (S for a square, or (height, width)).
 
+  `ratio` is the box's width/height relative to the image's own (a 1.0 box has the image's
+  shape): on a non-square canvas such as 192×352 the crops keep the canvas's proportions
+  instead of being stretched from squares; on a square image it is the plain aspect.
   The box is resampled with `jax.image.scale_and_translate` (antialiased bilinear), whose
   scale and offset may be traced values, so one compiled program serves every box.
   """
   height, width = image.shape[0], image.shape[1]
+  out_h, out_w = (out_size, out_size) if isinstance(out_size, int) else tuple(out_size)
   log_ratio = (jnp.log(ratio[0]), jnp.log(ratio[1]))
+  if height != width:
+    image_aspect = jnp.log(width / height)
+    log_ratio = (log_ratio[0] + image_aspect, log_ratio[1] + image_aspect)
   top, left, crop_h, crop_w = _crop_box(rng, height, width, scale, log_ratio)
-  scale_yx = jnp.stack([out_size / crop_h, out_size / crop_w])
+  scale_yx = jnp.stack([out_h / crop_h, out_w / crop_w])
   translate_yx = jnp.stack([-top, -left]) * scale_yx
   return jax.image.scale_and_translate(
-      image, (out_size, out_size, image.shape[2]), spatial_dims=(0, 1),
+      image, (out_h, out_w, image.shape[2]), spatial_dims=(0, 1),
       scale=scale_yx, translation=translate_yx, method="linear", antialias=True)
 
 
@@ -59,8 +69,8 @@ def color_jitter(rng, image, strength: float):
   return jnp.clip(image, 0.0, 255.0)
 
 
-def augment_image(rng, image, *, out_size: int, scale, ratio, flip: bool, jitter: float):
-  """One uint8/float HxWx3 image → augmented float32 out_size×out_size×3 on the 0..255 scale."""
+def augment_image(rng, image, *, out_size, scale, ratio, flip: bool, jitter: float):
+  """One uint8/float HxWx3 image → augmented float32 [out_h, out_w, 3] on the 0..255 scale."""
   crop_rng, flip_rng, jitter_rng = jax.random.split(rng, 3)
   image = image.astype(jnp.float32)
   image = random_resized_crop(crop_rng, image, out_size, scale, ratio)
@@ -71,7 +81,7 @@ def augment_image(rng, image, *, out_size: int, scale, ratio, flip: bool, jitter
   return image
 
 
-def augment_batch(rng, images, *, out_size: int, scale=(0.35, 1.0), ratio=(0.75, 1.333),
+def augment_batch(rng, images, *, out_size, scale=(0.35, 1.0), ratio=(0.75, 1.333),
                   flip=True, jitter=0.2):
   """Augments every image of a batch with its own key."""
   keys = jax.random.split(rng, images.shape[0])
@@ -84,7 +94,7 @@ def augment_batch(rng, images, *, out_size: int, scale=(0.35, 1.0), ratio=(0.75,
 class AugmentSpec:
   """The augmentation of a run: output size, crop scale and ratio ranges, flip, jitter."""
 
-  out_size: int
+  out_size: int | tuple[int, int]  # S (a square) or (height, width).
   scale: tuple[float, float] = (0.35, 1.0)
   ratio: tuple[float, float] = (0.75, 1.333)
   flip: bool = True
@@ -94,7 +104,7 @@ class AugmentSpec:
   def from_config(cls, data_cfg: ml_collections.ConfigDict) -> "AugmentSpec":
     """The augmentation `config.data` describes (`image_size`, `augment.*`)."""
     aug = data_cfg.augment
-    return cls(out_size=data_cfg.image_size, scale=tuple(aug.crop_scale),
+    return cls(out_size=decode.image_hw(data_cfg.image_size), scale=tuple(aug.crop_scale),
                ratio=tuple(aug.crop_ratio), flip=aug.flip, jitter=aug.color_jitter)
 
   def apply(self, rng, images):

@@ -77,7 +77,7 @@ class CachedSplit:
     return total / self.seconds if self.seconds > 0 else float("inf")
 
 
-def load_split(source: Any, split: str, *, image_size: int,
+def load_split(source: Any, split: str, *, image_size: int | tuple[int, int],
                resize_mode: decode.ResizeMode = "squash",
                cache_dir: str | os.PathLike | None = None,
                num_workers: int | None = None, progress: bool = True,
@@ -88,7 +88,7 @@ def load_split(source: Any, split: str, *, image_size: int,
     source: an `ImageFolderSource`, `TfdsSource` or anything with
       ``records(split)``, ``class_names`` and ``identity``.
     split: the split name, e.g. "train".
-    image_size: side length of the square output images.
+    image_size: the output size, S (a square) or (height, width).
     resize_mode: 'squash', 'crop' or 'pad' (see `decode.resize_to`).
     cache_dir: folder for cached arrays; None disables caching.
     num_workers: decoding threads; None = one per CPU core, 0 or 1 = decode in
@@ -106,6 +106,10 @@ def load_split(source: Any, split: str, *, image_size: int,
                      f"{decode.RESIZE_MODES}.")
   records = source.records(split)
   class_names = tuple(source.class_names)
+  # A square stays a plain number in keys and file names, so caches made before
+  # non-square inputs existed stay valid.
+  height, width = decode.image_hw(image_size)
+  image_size = height if height == width else (height, width)
 
   paths = None
   if cache_dir is not None:
@@ -142,7 +146,7 @@ def load_split(source: Any, split: str, *, image_size: int,
 # ---------------------------------------------------------------------------
 
 
-def _decode_one(record: Record, image_size: int,
+def _decode_one(record: Record, image_size: int | tuple[int, int],
                 resize_mode: decode.ResizeMode) -> np.ndarray:
   source = record.path if record.path is not None else record.data
   if source is None:
@@ -152,12 +156,12 @@ def _decode_one(record: Record, image_size: int,
   return decode.resize_to(image, image_size, resize_mode)
 
 
-def _decode_records(records: Sequence[Record], *, image_size: int,
+def _decode_records(records: Sequence[Record], *, image_size: int | tuple[int, int],
                     resize_mode: decode.ResizeMode, num_workers: int | None,
                     progress: bool, description: str) -> CachedSplit:
   """Decodes records into one array in memory."""
   start = time.perf_counter()
-  images = np.empty((len(records), image_size, image_size, 3), np.uint8)
+  images = np.empty((len(records),) + decode.image_hw(image_size) + (3,), np.uint8)
   reasons = _decode_into(images, records, image_size=image_size,
                          resize_mode=resize_mode, num_workers=num_workers,
                          progress=progress, description=description)
@@ -185,7 +189,7 @@ def _sort_out(records: Sequence[Record], reasons: Sequence[str | None]):
 
 
 def _decode_into(images: np.ndarray, records: Sequence[Record], *,
-                 image_size: int, resize_mode: decode.ResizeMode,
+                 image_size: int | tuple[int, int], resize_mode: decode.ResizeMode,
                  num_workers: int | None, progress: bool,
                  description: str) -> list[str | None]:
   """Decodes record i into images[i], in a thread pool; returns each record's
@@ -263,7 +267,7 @@ def _record_fingerprint(record: Record) -> list[Any]:
 
 
 def cache_key(source: Any, split: str, records: Sequence[Record], *,
-              image_size: int, resize_mode: str) -> str:
+              image_size: int | tuple[int, int], resize_mode: str) -> str:
   """A hex digest of everything the decoded array depends on.
 
   Covers the source's identity, the split, each record's name, label, size
@@ -284,12 +288,13 @@ def cache_key(source: Any, split: str, records: Sequence[Record], *,
   return hashlib.sha256(encoded).hexdigest()
 
 
-def _cache_prefix(source: Any, split: str, image_size: int,
+def _cache_prefix(source: Any, split: str, image_size: int | tuple[int, int],
                   resize_mode: str) -> str:
   """File-name prefix shared by all cache versions of one (source, split, size, mode)."""
   identity = getattr(source, "identity", repr(source))
   source_tag = hashlib.sha256(identity.encode()).hexdigest()[:10]
-  return (f"{re.sub(r'[^A-Za-z0-9_.-]', '_', split)}-{image_size}-"
+  size_tag = "x".join(map(str, image_size)) if isinstance(image_size, tuple) else image_size
+  return (f"{re.sub(r'[^A-Za-z0-9_.-]', '_', split)}-{size_tag}-"
           f"{resize_mode}-{source_tag}-")
 
 
@@ -316,7 +321,7 @@ def _remove_stale_caches(cache_dir: str, prefix: str, keep_stem: str) -> None:
         pass
 
 
-def _read_cache(array_path: str, meta_path: str, *, key: str, image_size: int,
+def _read_cache(array_path: str, meta_path: str, *, key: str, image_size: int | tuple[int, int],
                 mmap: bool) -> CachedSplit | None:
   """The cached split, or None if absent, stale or damaged (then rebuilt)."""
   if not (os.path.exists(array_path) and os.path.exists(meta_path)):
@@ -329,7 +334,7 @@ def _read_cache(array_path: str, meta_path: str, *, key: str, image_size: int,
       return None
     images = np.load(array_path, mmap_mode="r" if mmap else None,
                      allow_pickle=False)
-    expected_shape = (len(meta["names"]), image_size, image_size, 3)
+    expected_shape = (len(meta["names"]),) + decode.image_hw(image_size) + (3,)
     if images.shape != expected_shape or images.dtype != np.uint8:
       raise ValueError(f"array is {images.dtype} {images.shape}, expected "
                        f"uint8 {expected_shape}")
@@ -415,7 +420,7 @@ def _finish_npy(temp_path: str, array: np.memmap, final_path: str) -> None:
 
 def _decode_to_cache(records: Sequence[Record], array_path: str, meta_path: str,
                      *, key: str, source: Any, split: str,
-                     class_names: tuple[str, ...], mmap: bool, image_size: int,
+                     class_names: tuple[str, ...], mmap: bool, image_size: int | tuple[int, int],
                      resize_mode: decode.ResizeMode, num_workers: int | None,
                      progress: bool, description: str) -> CachedSplit | None:
   """Decodes the split straight into its cache file and returns it loaded
@@ -425,7 +430,7 @@ def _decode_to_cache(records: Sequence[Record], array_path: str, meta_path: str,
   temp_paths: list[str] = []
   try:
     os.makedirs(os.path.dirname(array_path), exist_ok=True)
-    shape = (len(records), image_size, image_size, 3)
+    shape = (len(records),) + decode.image_hw(image_size) + (3,)
     temp_path, images = _new_npy_on_disk(array_path, shape)
     temp_paths.append(temp_path)
     reasons = _decode_into(images, records, image_size=image_size,
@@ -475,7 +480,7 @@ def _decode_to_cache(records: Sequence[Record], array_path: str, meta_path: str,
 
 
 def _cache_meta(records: Sequence[Record], ok: Sequence[int], failures, *,
-                key: str, source: Any, split: str, image_size: int,
+                key: str, source: Any, split: str, image_size: int | tuple[int, int],
                 resize_mode: str, class_names: tuple[str, ...]) -> dict:
   return {
       "format_version": CACHE_FORMAT_VERSION,

@@ -199,34 +199,53 @@ def _float_grey_to_l(image: Image.Image) -> Image.Image:
   return Image.fromarray(np.round(values).astype(np.uint8), mode="L")
 
 
-def resize_to(image: np.ndarray, size: int, mode: ResizeMode = "squash", *,
+def image_hw(size) -> tuple[int, int]:
+  """(height, width) of a model input size given as S (a square), (S,) or (height, width).
+
+  Configs hold `data.image_size` as a pair; a bare number (older configs and workdirs) or a
+  one-element tuple (what `--config.data.image_size=256` parses to) is a square.
+  """
+  if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
+    dims = (int(size), int(size))
+  elif isinstance(size, (tuple, list)) and len(size) in (1, 2) and all(
+      isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in size):
+    dims = (int(size[0]), int(size[-1]))
+  else:
+    raise ValueError(f"an image size is S or (height, width) in whole pixels, got {size!r}")
+  if min(dims) < 1:
+    raise ValueError(f"an image size must be positive, got {size!r}")
+  return dims
+
+
+def resize_to(image: np.ndarray, size, mode: ResizeMode = "squash", *,
               pad_value: int = 0) -> np.ndarray:
-  """Resizes an RGB image to a ``size x size`` square with bicubic filtering.
+  """Resizes an RGB image to ``height x width`` with bicubic filtering.
 
   Modes:
-    * 'squash': the whole image is resized to size x size, ignoring its aspect
+    * 'squash': the whole image is resized to height x width, ignoring its aspect
       ratio. Nothing is cut off, which measured best for the wide bounding-box
-      car crops this project uses (a centre crop cuts off the car's ends).
-    * 'crop': the short side is scaled to `size` and the centre square kept.
-    * 'pad': the long side is scaled to `size` and the image is letterboxed,
+      car crops this project uses (a centre crop cuts off the car's ends). With a
+      canvas near the photos' own aspect (e.g. 192x352 for ~1.9:1 crops) the car is
+      hardly distorted.
+    * 'crop': the image is scaled to cover the canvas and the centre kept.
+    * 'pad': the image is scaled to fit inside the canvas and letterboxed,
       centred, on a `pad_value` background.
 
   PIL's bicubic resize widens its kernel when shrinking, i.e. it antialiases.
 
   Args:
     image: uint8 array ``[H, W, 3]``.
-    size: the output side length in pixels.
+    size: the output size: S (a square) or (height, width) (see `image_hw`).
     mode: 'squash', 'crop' or 'pad'.
     pad_value: grey level (0-255) of the letterbox bars in 'pad' mode.
 
   Returns:
-    A uint8 array of shape ``[size, size, 3]``.
+    A uint8 array of shape ``[height, width, 3]``.
   """
   if mode not in RESIZE_MODES:
     raise ValueError(
         f"Unknown resize mode {mode!r}; expected one of {RESIZE_MODES}.")
-  if size < 1:
-    raise ValueError(f"size must be a positive number of pixels, got {size}.")
+  out_h, out_w = image_hw(size)
   image = np.asarray(image)
   if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
     raise ValueError("resize_to expects a uint8 [H, W, 3] array, got "
@@ -235,23 +254,24 @@ def resize_to(image: np.ndarray, size: int, mode: ResizeMode = "squash", *,
   pil_image = Image.fromarray(image)
 
   if mode == "squash":
-    if (height, width) == (size, size):
+    if (height, width) == (out_h, out_w):
       return image.copy()
-    resized = pil_image.resize((size, size), Image.Resampling.BICUBIC)
+    resized = pil_image.resize((out_w, out_h), Image.Resampling.BICUBIC)
   elif mode == "crop":
-    # Resizing just the centre square (the `box` argument) is the same as
-    # "scale the short side, then centre-crop", with one resampling step and
-    # no rounding of an intermediate size.
-    side = min(width, height)
-    left, top = (width - side) / 2, (height - side) / 2
-    resized = pil_image.resize((size, size), Image.Resampling.BICUBIC,
-                               box=(left, top, left + side, top + side))
+    # Resizing just the centre box of the canvas's aspect (the `box` argument) is the same
+    # as "scale to cover, then centre-crop", with one resampling step and no rounding of an
+    # intermediate size. For a square canvas the box is the centre square.
+    scale = min(width / out_w, height / out_h)
+    box_w, box_h = out_w * scale, out_h * scale
+    left, top = (width - box_w) / 2, (height - box_h) / 2
+    resized = pil_image.resize((out_w, out_h), Image.Resampling.BICUBIC,
+                               box=(left, top, left + box_w, top + box_h))
   else:  # pad
-    scale = size / max(width, height)
-    new_width = min(size, max(1, round(width * scale)))
-    new_height = min(size, max(1, round(height * scale)))
+    scale = min(out_w / width, out_h / height)
+    new_width = min(out_w, max(1, round(width * scale)))
+    new_height = min(out_h, max(1, round(height * scale)))
     content = pil_image.resize((new_width, new_height),
                                Image.Resampling.BICUBIC)
-    resized = Image.new("RGB", (size, size), (pad_value,) * 3)
-    resized.paste(content, ((size - new_width) // 2, (size - new_height) // 2))
+    resized = Image.new("RGB", (out_w, out_h), (pad_value,) * 3)
+    resized.paste(content, ((out_w - new_width) // 2, (out_h - new_height) // 2))
   return np.asarray(resized, dtype=np.uint8)

@@ -10,17 +10,18 @@ from absl import logging
 import ml_collections
 
 from carjax.data import cache as cache_lib
+from carjax.data import dev_split
 from carjax.data import sources
 from carjax.errors import ConfigError
 
 
 @dataclasses.dataclass
 class RunData:
-  """The decoded train and eval splits of a run."""
+  """The decoded train split of a run and the split its checkpoints are chosen on."""
 
   class_names: tuple[str, ...]
   train: Any  # carjax.data.cache.CachedSplit
-  eval: Any
+  eval: Any  # The `selection_split`: dev, or else the eval split.
 
   def unreadable_files(self) -> list[dict[str, str]]:
     """{'split', 'file', 'reason'} of every image the loader skipped."""
@@ -42,12 +43,24 @@ No training data given: set --config.data.source.
 
 
 def open_configured_source(data_cfg: ml_collections.ConfigDict):
-  """The data source named by `config.data.source`, with the config's split options."""
-  return sources.open_source(
+  """The data source named by `config.data.source`, with the config's split options (and
+  its train split divided into train and dev when `config.data.dev_fraction` > 0)."""
+  source = sources.open_source(
       data_cfg.source, split_seed=data_cfg.split_seed, val_fraction=data_cfg.val_fraction,
       test_fraction=data_cfg.test_fraction,
       tfds_data_dir=data_cfg.get("tfds_data_dir") or None,
       tfds_manual_dir=data_cfg.get("tfds_manual_dir") or None)
+  if data_cfg.get("dev_fraction", 0.0):
+    source = dev_split.DevCarvedSource(source, dev_fraction=data_cfg.dev_fraction,
+                                       seed=data_cfg.split_seed,
+                                       train_split=data_cfg.train_split)
+  return source
+
+
+def selection_split(data_cfg: ml_collections.ConfigDict) -> str:
+  """The split the per-epoch evaluations (and so the `best` checkpoint) are made on: "dev"
+  with a dev split, else the eval split itself (which then both chooses and scores)."""
+  return dev_split.DEV if data_cfg.get("dev_fraction", 0.0) else data_cfg.eval_split
 
 
 def load_data(config: ml_collections.ConfigDict, source=None) -> RunData:
@@ -57,14 +70,20 @@ def load_data(config: ml_collections.ConfigDict, source=None) -> RunData:
   if not data_cfg.source:
     raise ConfigError(NO_DATA_HELP)
   source = source or open_configured_source(data_cfg)
-  cache_dir = os.path.expanduser(data_cfg.cache_dir) if data_cfg.cache_dir else None
-  load = lambda split: cache_lib.load_split(
-      source, split, image_size=data_cfg.image_size, resize_mode=data_cfg.resize_mode,
-      cache_dir=cache_dir, num_workers=data_cfg.num_workers or None, progress=True,
-      mmap=True)  # Read from disk as batches need them: the split may exceed host RAM.
+  load = lambda split: load_split(data_cfg, source, split)
   train = load(data_cfg.train_split)
-  evaluation = load(data_cfg.eval_split)
-  for split, part in ((data_cfg.train_split, train), (data_cfg.eval_split, evaluation)):
+  evaluation = load(selection_split(data_cfg))
+  for split, part in ((data_cfg.train_split, train), (selection_split(data_cfg), evaluation)):
     logging.info("%s: %d images decoded, %d unreadable skipped.", split, len(part.labels),
                  len(part.failures))
   return RunData(tuple(source.class_names), train, evaluation)
+
+
+def load_split(data_cfg: ml_collections.ConfigDict, source, split: str):
+  """One split of `source` decoded at the config's size (cached; memory-mapped from disk as
+  batches need it, since a split may exceed host RAM)."""
+  cache_dir = os.path.expanduser(data_cfg.cache_dir) if data_cfg.cache_dir else None
+  return cache_lib.load_split(
+      source, split, image_size=data_cfg.image_size, resize_mode=data_cfg.resize_mode,
+      cache_dir=cache_dir, num_workers=data_cfg.num_workers or None, progress=True,
+      mmap=True)

@@ -43,6 +43,8 @@ def _check_not_training_data(folder: str, source, predictor: Predictor) -> None:
     run_source = loading.open_configured_source(config.data)
   except Exception:  # pylint: disable=broad-except
     return  # The run's data is gone or elsewhere: nothing to compare with.
+  # With a dev split, the whole train folder (train and dev) counts as the run's own data.
+  run_source = getattr(run_source, "base", run_source)
   if not isinstance(run_source, sources.ImageFolderSource):
     return
   seen = {os.path.realpath(r.path) for r in run_source.records(config.data.train_split)}
@@ -81,6 +83,7 @@ def write_evaluation(output_dir: str, labels: np.ndarray, logits: np.ndarray, na
   num_classes = len(class_names)
   predictions = np.argmax(logits, axis=1)
   summary = metrics_lib.headline_metrics(labels, logits, num_classes)
+  summary = metrics_lib.with_intervals(summary, labels, logits, num_classes)
   summary.update({"count": int(len(labels)), **(extra or {})})
   with open(os.path.join(output_dir, "metrics.json"), "w") as f:
     jsonio.dump(summary, f, indent=2)
@@ -114,17 +117,20 @@ def write_evaluation(output_dir: str, labels: np.ndarray, logits: np.ndarray, na
 
 def evaluate_workdir(workdir: str, which: str = ckpt.BEST, split: str | None = None,
                      folder: str | None = None, output_dir: str | None = None,
-                     preloaded=None) -> dict[str, Any]:
+                     preloaded=None, flip_tta: bool | None = None) -> dict[str, Any]:
   """Evaluates checkpoint `which` of `workdir` on `split` (default: the run's eval split) or
-  on every image of `folder`; returns the metrics and writes the evaluation files."""
-  predictor = Predictor(workdir, which)
+  on every image of `folder`; returns the metrics and writes the evaluation files.
+
+  `flip_tta`: mirror-averaged predictions (None: as the run's config says); a choice other
+  than the run's own goes to its own folder (`..._flip` / `..._noflip`)."""
+  predictor = Predictor(workdir, which, flip_tta=flip_tta)
   config = predictor.config
   if folder:
     images, labels, names, failures = _folder_split(folder, predictor)
     target = os.path.basename(os.path.normpath(folder))
   else:
     split = split or config.data.eval_split
-    if preloaded is not None and split == config.data.eval_split:
+    if preloaded is not None and split == loading.selection_split(config.data):
       part = preloaded.eval
     else:
       source = loading.open_configured_source(config.data)
@@ -138,14 +144,18 @@ def evaluate_workdir(workdir: str, which: str = ckpt.BEST, split: str | None = N
   if len(labels) == 0:
     raise DataError(f"nothing to evaluate: no readable image in {folder or split!r}")
   logits = predictor.logits(images, batch_size=config.eval.batch_size)
-  output_dir = output_dir or workdir_lib.eval_dir(workdir, which, target)
+  variant = ""
+  if predictor.flip_tta != bool(config.eval.get("flip_tta", False)):
+    variant = "flip" if predictor.flip_tta else "noflip"
+  output_dir = output_dir or workdir_lib.eval_dir(workdir, which, target, variant)
   meta = predictor.checkpoint_meta
   summary = write_evaluation(output_dir, np.asarray(labels), logits, names,
                              predictor.class_names,
                              extra={"checkpoint": which, "step": meta.get("step"),
                                     "epoch": meta.get("epoch"), "evaluated_on": target,
                                     "unreadable_files": len(failures),
-                                    "train_seconds": meta.get("train_seconds")})
+                                    "train_seconds": meta.get("train_seconds"),
+                                    "flip_tta": predictor.flip_tta})
   logging.info("Evaluated %s checkpoint of %s on %s: %s (written to %s)", which, workdir,
                target, metrics_lib.format_summary(summary), output_dir)
   return summary
@@ -153,7 +163,8 @@ def evaluate_workdir(workdir: str, which: str = ckpt.BEST, split: str | None = N
 
 def evaluate_trained(run: loop.TrainedRun) -> dict[str, Any]:
   """The result of a finished `loop.train`: its best checkpoint evaluated on the eval split
-  and written to `eval_best_<split>/`, from the data the run already decoded."""
+  and written to `eval_best_<split>/`, from the data the run already decoded. With a dev
+  split, this is the one time the eval split is scored: the test figure."""
   if jax.process_count() > 1:
     return _evaluate_best_across_processes(run)
   return evaluate_workdir(run.workdir, which=ckpt.BEST, split=run.config.data.eval_split,
@@ -165,16 +176,20 @@ def _evaluate_best_across_processes(run: loop.TrainedRun) -> dict[str, Any]:
   process together (each evaluates its rows) and written by the primary."""
   config, data, setup = run.config, run.data, run.setup
   state, meta = ckpt.restore(ckpt.manager(run.workdir, ckpt.BEST), setup.abstract)
-  _, logits = loop.evaluate_state(setup.eval_step, state, data.eval.images, data.eval.labels,
-                                  config.eval.batch_size, setup.data_sharding)
   split = config.data.eval_split
+  part = data.eval
+  if split != loading.selection_split(config.data):  # Chosen on dev: now the test split.
+    part = distributed.primary_first("carjax:load_eval_split", lambda: loading.load_split(
+        config.data, loading.open_configured_source(config.data), split))
+  _, logits = loop.evaluate_state(setup.eval_step, state, part.images, part.labels,
+                                  config.eval.batch_size, setup.data_sharding)
   extra = {"checkpoint": ckpt.BEST, "step": meta.get("step"), "epoch": meta.get("epoch"),
-           "evaluated_on": split, "unreadable_files": len(data.eval.failures),
+           "evaluated_on": split, "unreadable_files": len(part.failures),
            "train_seconds": meta.get("train_seconds")}
-  labels = np.asarray(data.eval.labels)
+  labels = np.asarray(part.labels)
   if distributed.is_primary():
     return write_evaluation(workdir_lib.eval_dir(run.workdir, ckpt.BEST, split), labels,
-                            logits, data.eval.names, data.class_names, extra=extra)
+                            logits, part.names, data.class_names, extra=extra)
   # The same summary as the primary's metrics.json: every process holds all the logits.
   return {**metrics_lib.headline_metrics(labels, logits, len(data.class_names)),
           "count": int(len(labels)), **extra}

@@ -7,7 +7,7 @@ its classifier is a submodule named `head`.
 
 The input contract is written once, here: `InputSpec` (mean, std and compute dtype of a model)
 turns pixels on the 0..255 scale into the model's input, `apply_pixels` applies a model to
-them, and `init_variables` initialises a model for square images of a given size. Training,
+them, and `init_variables` initialises a model for images of a given (height, width). Training,
 inference, export and the explanations all go through these.
 """
 
@@ -96,10 +96,12 @@ def apply_pixels(model: nn.Module, variables, pixels, spec: InputSpec, *, train:
   return model.apply(variables, spec.normalize(pixels), train=train, **apply_kwargs)
 
 
-def init_variables(model: nn.Module, image_size: int, rng):
-  """The model's freshly initialised variables for `image_size`² RGB input (pure: use under
-  `jax.jit` or `jax.eval_shape`)."""
-  return model.init(rng, jnp.zeros((1, image_size, image_size, 3), jnp.float32), train=False)
+def init_variables(model: nn.Module, input_hw: tuple[int, int], rng):
+  """The model's freshly initialised variables for RGB input of `input_hw` = (height, width)
+  (`carjax.data.decode.image_hw` of a config's size; pure: use under `jax.jit` or
+  `jax.eval_shape`)."""
+  height, width = input_hw
+  return model.init(rng, jnp.zeros((1, height, width, 3), jnp.float32), train=False)
 
 
 # XLA:CPU options per architecture, measured model by model (RESULTS.md "Speed"). YNNPACK's

@@ -138,7 +138,8 @@ def augmented_views(image: np.ndarray, data_config, num_views: int,
   resized = decode.resize_to(image, data_config.image_size, data_config.resize_mode)
   aug = data_config.augment
   fn = lambda key: augment.augment_image(
-      key, resized, out_size=data_config.image_size, scale=tuple(aug.crop_scale),
+      key, resized, out_size=decode.image_hw(data_config.image_size),
+      scale=tuple(aug.crop_scale),
       ratio=tuple(aug.crop_ratio), flip=aug.flip, jitter=aug.color_jitter)
   keys = jax.random.split(jax.random.key(seed), num_views)
   views = jax.jit(jax.vmap(fn))(keys)
@@ -157,7 +158,8 @@ def plot_augmentations(image: np.ndarray, data_configs: Mapping[str, object], nu
     views, resized = augmented_views(image, cfg, num_views, seed)
     plotting.show_photo(axes[row, 0], resized, "as cached" if row == 0 else "", fontsize=8)
     # The model on the left of its row, titles only above the first row: nothing overlaps.
-    axes[row, 0].set_ylabel(f"{name}\n{cfg.image_size} px, crop scale ≥ "
+    size_text = "×".join(map(str, decode.image_hw(cfg.image_size)))
+    axes[row, 0].set_ylabel(f"{name}\n{size_text} px, crop scale ≥ "
                             f"{cfg.augment.crop_scale[0]}\njitter {cfg.augment.color_jitter}"
                             f"{', flip' if cfg.augment.flip else ''}", fontsize=7)
     for j, view in enumerate(views):

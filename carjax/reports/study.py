@@ -36,7 +36,9 @@ from carjax.inference import Predictor
 from carjax import explain
 from carjax.reports import data_figures
 from carjax.reports import gradcam
+from carjax.reports import headline
 from carjax.reports import model_figures
+from carjax.reports import recipes
 from carjax.reports import results_figures
 from carjax.reports import training_figures
 from carjax.reports.report_writer import Report
@@ -58,6 +60,7 @@ HEADLINE_METRICS = (
     ("accuracy", "accuracy"), ("weighted_precision", "weighted precision"),
     ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro F1"),
     ("weighted_f1", "weighted F1"), ("top3_accuracy", "top-3 accuracy"))
+_WITH_INTERVALS = {k for k, _ in headline.INTERVAL_METRICS}
 
 
 @dataclasses.dataclass
@@ -90,7 +93,12 @@ class StudyResult:
 
 
 def model_configs(study_config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
-  """{model name: its config with the study's `data` fields copied over its own}."""
+  """{run name: its config with the study's `data` fields copied over the model's own}.
+
+  Each model runs once per seed of `study_config.seeds`: the first seed's run is named after
+  the model, the others `<model>_seed<k>` (only `config.seed` differs: initialisation,
+  batch order, augmentation and dropout; the data split stays the study's)."""
+  seeds = tuple(study_config.get("seeds", ())) or (None,)
   configs = {}
   for name, model_config in study_config.models.items():
     config = copy.deepcopy(model_config)
@@ -99,8 +107,20 @@ def model_configs(study_config: ml_collections.ConfigDict) -> dict[str, ml_colle
         raise KeyError(f"config.data.{key} of the study is not a field of model {name!r}'s "
                        f"data section")
       config.data[key] = value
-    configs[name] = config
+    for i, seed in enumerate(seeds):
+      run_config = copy.deepcopy(config)
+      if seed is not None:
+        run_config.seed = int(seed)
+      configs[name if i == 0 else f"{name}_seed{seed}"] = run_config
   return configs
+
+
+def model_of_run(run_name: str, model_names) -> str:
+  """The model a run belongs to ('custom_cnn_seed1' → 'custom_cnn')."""
+  for name in sorted(model_names, key=len, reverse=True):
+    if run_name == name or run_name.startswith(f"{name}_seed"):
+      return name
+  return run_name
 
 
 def config_differences(wanted: ml_collections.ConfigDict,
@@ -190,8 +210,8 @@ def directory_bytes(path: str) -> int:
 
 def inference_ms_per_image(predictor: Predictor, batch_size: int, repeats: int) -> float:
   """Median wall time of one warm batch of `batch_size` images, per image, in ms."""
-  size = predictor.image_size
-  images = np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3), np.uint8)
+  height, width = predictor.image_size
+  images = np.random.default_rng(0).integers(0, 256, (batch_size, height, width, 3), np.uint8)
   predictor.logits(images, batch_size)  # Compiles and warms up.
   times = []
   for _ in range(max(1, repeats)):
@@ -256,6 +276,7 @@ class _ReportBuilder:
     self.runs = runs
     self.configs = configs
     self.split = study_config.data.eval_split
+    self.workdir = workdir
     self.report_dir = os.path.join(workdir, "report")
     self.figure_dir = os.path.join(self.report_dir, "figures")
     self.table_dir = os.path.join(self.report_dir, "tables")
@@ -353,6 +374,70 @@ class _ReportBuilder:
         self.figure_path("data_augmentations.png"), os.path.basename(record.name)),
         "What training sees: random augmentations of one photo, per model's settings.")
 
+  # -- the answer
+
+  def runs_by_model(self) -> dict[str, list[ModelRun]]:
+    grouped: dict[str, list[ModelRun]] = {}
+    for run in self.evaluated:
+      grouped.setdefault(headline_model(run.name, self.study_config), []).append(run)
+    return grouped
+
+  def answer_section(self) -> None:
+    self.report.heading("Answer")
+    grouped = self.runs_by_model()
+    if not grouped:
+      self.report.paragraph("No model has been evaluated yet.")
+      return
+    rows = []
+    for name, runs in grouped.items():
+      per_seed = [r.metrics for r in runs]
+      rows.append([name] + [str(headline.over_seeds(per_seed, k) or "–")
+                            for k, _ in headline.INTERVAL_METRICS] +
+                  [headline.with_interval(runs[0].metrics, "accuracy")])
+    for ref in self.options.get("reference_rows", {}).values():
+      cells = ["–"] * len(headline.INTERVAL_METRICS)
+      keys = [k for k, _ in headline.INTERVAL_METRICS]
+      cells[keys.index(ref.metric)] = f"{ref.value:.2f} (as reported)"
+      rows.append([ref.label] + cells + ["–"])
+    self.report.table(["model"] + [f"{t}: mean (lowest–highest seed)"
+                                   for _, t in headline.INTERVAL_METRICS] +
+                      ["accuracy of the first seed [95 % interval]"], rows)
+    minutes = {}
+    for name, runs in grouped.items():
+      progress = workdir_lib.run_progress(runs[0].workdir) or {}
+      seconds = progress.get("train_seconds") or runs[0].metrics.get("train_seconds")
+      minutes[name] = None if seconds is None else seconds / 60
+    names = list(grouped)
+    paired = None
+    if len(names) >= 2:
+      paired = (names[0], names[1], headline.paired_test(grouped[names[0]][0].eval_dir,
+                                                         grouped[names[1]][0].eval_dir))
+    references = {ref.label: {"metric": ref.metric, "value": ref.value}
+                  for ref in self.options.get("reference_rows", {}).values()}
+    chosen_on = loading.selection_split(next(iter(self.configs.values())).data)
+    self.report.paragraph("Conclusions, from the figures above (test split "
+                          f"`{self.split}`):")
+    self.report.bullets(headline.conclusions(
+        {n: [r.metrics for r in runs] for n, runs in grouped.items()}, test_split=self.split,
+        chosen_on=chosen_on, references=references, paired=paired, minutes=minutes))
+
+  def recipe_section(self) -> None:
+    self.report.heading("Recipes")
+    rows = []
+    for name in self.study_config.models:
+      if name not in self.configs:
+        continue
+      lines = workdir_lib.read_metric_lines(os.path.join(self.workdir, name))
+      speed = training_figures.median_train_images_per_s(lines)
+      progress = workdir_lib.run_progress(os.path.join(self.workdir, name)) or {}
+      seconds = progress.get("train_seconds")
+      rows.append(recipes.recipe_row(name, self.configs[name]) +
+                  [_fmt(None if seconds is None else seconds / 60, 1), _fmt(speed, 1)])
+    self.report.table(list(recipes.RECIPE_COLUMNS) + ["training (min)", "images/s"], rows)
+    self.report.paragraph(
+        "How each model was trained (from its config; the first seed's run for the minutes "
+        "and images/s, as logged on the machine it trained on).")
+
   # -- comparison
 
   def comparison_section(self) -> None:
@@ -374,7 +459,8 @@ class _ReportBuilder:
                       [f.parameters, f.checkpoint_bytes, f.train_seconds,
                        f.train_images_per_s, f.inference_ms_per_image])
       minutes = None if f.train_seconds is None else f.train_seconds / 60
-      md_rows.append([run.name] + [_fmt(m[k]) for k, _ in HEADLINE_METRICS] +
+      md_rows.append([run.name] + [headline.with_interval(m, k) if k in _WITH_INTERVALS
+                                   else _fmt(m[k], 3) for k, _ in HEADLINE_METRICS] +
                      [_fmt(f.parameters), _fmt(f.checkpoint_bytes / 1e6, 1), _fmt(minutes, 1),
                       _fmt(f.train_images_per_s, 1), _fmt(f.inference_ms_per_image, 2)])
     table = _write_csv(os.path.join(self.table_dir, "comparison.csv"), header, csv_rows)
@@ -383,7 +469,9 @@ class _ReportBuilder:
         ["parameters", "checkpoint (MB)", "training (min)", "training images/s",
          "inference ms/image"], md_rows)
     self.report.paragraph(
-        f"Metrics on `{self.split}` ({self.table_link(table)}): macro averages run over the "
+        f"Metrics on `{self.split}` ({self.table_link(table)}), with 95 % intervals in "
+        "brackets (accuracy: Wilson; weighted precision and macro F1: bootstrap over the "
+        "photos): macro averages run over the "
         "makes present, weighted ones weight each make by its images. Checkpoint: the best "
         "checkpoint on disk, optimiser state included. Training time and images/s: as logged "
         "by the run on the machine it trained on (images/s is the median over logging "
@@ -418,11 +506,13 @@ class _ReportBuilder:
       self.report.paragraph(f"Status: {run.status} ({run.detail}).")
     lines = workdir_lib.read_metric_lines(run.workdir)
     if lines:
+      chosen_on = loading.selection_split(self.configs[run.name].data)
       self.add_figure(training_figures.plot_learning_curves(
-          lines, self.split, f"{run.name}: learning curves",
+          lines, chosen_on, f"{run.name}: learning curves",
           self.figure_path(f"{run.name}_learning_curves.png")),
-          f"{run.name}: loss and accuracy per epoch (train, averaged over the epoch with "
-          f"augmentation and dropout; {self.split}, at the epoch's end).")
+          f"{run.name}: cross-entropy and accuracy per epoch (train: averaged over the epoch, "
+          f"on augmented photos with dropout; {chosen_on}: at the epoch's end, the split the "
+          "best checkpoint is chosen on), and the learning rates of every step.")
     self.add_figure(results_figures.plot_confusion(
         run.eval_dir, f"{run.name}: confusion matrix on {self.split} "
                       f"(accuracy {run.metrics['accuracy']:.3f})",
@@ -511,15 +601,22 @@ class _ReportBuilder:
     self.guarded("Data source", self.open_data_source)
     if self.source is not None:
       self.guarded("Data", self.data_section)
+    self.guarded("Answer", self.answer_section)
+    self.guarded("Recipes", self.recipe_section)
     self.guarded("Side by side", self.comparison_section)
     for run in self.evaluated:
-      self.guarded(f"Model {run.name}", lambda run=run: self.model_section(run))
+      if run.name in self.study_config.models:  # Each model's first seed; the rest: tables.
+        self.guarded(f"Model {run.name}", lambda run=run: self.model_section(run))
     if self.evaluated and self.source is not None:
       # Both pick their photos from the held-out split of the data source.
       self.guarded("Feature maps", self.feature_map_section)
       self.guarded("Grad-CAM", self.gradcam_section)
     md_path, html_path = self.report.write(self.report_dir)
     return StudyResult(self.report_dir, md_path, html_path, self.runs, self.section_errors)
+
+
+def headline_model(run_name: str, study_config) -> str:
+  return model_of_run(run_name, list(study_config.models))
 
 
 def _short_error(error: Exception, limit: int = 300) -> str:

@@ -1,1 +1,1 @@
-"""Training: state, optimiser, jitted steps, checkpoints and the train-and-evaluate loop."""
+"""Training: the one set-up (`setup`), state, optimiser, jitted steps and the epoch loop."""

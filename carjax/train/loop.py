@@ -24,6 +24,7 @@ from carjax import distributed
 from carjax import faults
 from carjax import interrupts
 from carjax import metrics as metrics_lib
+from carjax.data import loading
 from carjax.data import pipeline
 from carjax.data.loading import RunData, load_data, open_configured_source
 from carjax.errors import NonFiniteError
@@ -216,7 +217,7 @@ class _EpochLoop:
     bar = ProgressBar(epoch, config.train.num_epochs, start=step - (epoch - 1) * per_epoch,
                       total=per_epoch)
     self.window = _Window(self.workdir)
-    self.epoch_sums = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
+    self.epoch_sums = {"loss_sum": 0.0, "ce_sum": 0.0, "correct": 0.0, "count": 0.0}
     while step < epoch_end:
       faults.point(f"step_{step}")
       batch = sharding_lib.global_batch(next(batches), self.data_sharding,
@@ -248,7 +249,8 @@ class _EpochLoop:
     bar.update(step - (epoch - 1) * self.per_epoch, loss=loss, accuracy=accuracy,
                images_per_s=images_per_s)
     self.writer.write(step, "train", {
-        "loss": loss, "accuracy": accuracy, "images_per_s": images_per_s,
+        "loss": loss, "cross_entropy": totals["ce_sum"] / totals["count"],
+        "accuracy": accuracy, "images_per_s": images_per_s,
         "grad_norm": sums["grad_norm"],
         "lr_backbone": float(self.schedules["backbone"](step)),
         "lr_head": float(self.schedules["head"](step)), "epoch": epoch})
@@ -288,9 +290,10 @@ class _EpochLoop:
                                                 len(self.class_names)))
     summary["seconds"] = time.perf_counter() - t0
     summary["epoch"] = epoch
-    self.writer.write(step, config.data.eval_split, summary)
-    logging.info("epoch %d/%d  %s: %s", epoch, config.train.num_epochs,
-                 config.data.eval_split, metrics_lib.format_summary(summary))
+    split = loading.selection_split(config.data)
+    self.writer.write(step, split, summary)
+    logging.info("epoch %d/%d  %s: %s", epoch, config.train.num_epochs, split,
+                 metrics_lib.format_summary(summary))
     return summary
 
   def save_at_interruption(self) -> None:
@@ -344,8 +347,8 @@ class _Window:
         raise NonFiniteError(f"non-finite {what} at training step {step + 1}: "
                              + _nan_advice(self.workdir, saved_step))
     now = time.perf_counter()
-    sums = {k: float(sum(float(m[k]) for m in fetched)) for k in ("loss_sum", "correct",
-                                                                 "count")}
+    sums = {k: float(sum(float(m.get(k, 0.0)) for m in fetched))
+            for k in ("loss_sum", "ce_sum", "correct", "count")}
     sums["grad_norm"] = float(max(float(m.get("grad_norm", 0.0)) for m in fetched))
     sums["seconds"] = now - self.start_time
     self.start_time = now

@@ -25,6 +25,7 @@ from carjax import checkpoint as ckpt
 from carjax import interrupts
 from carjax import models
 from carjax.data import augment
+from carjax.data import decode
 from carjax.errors import MissingPathError
 from carjax.models import pretrained
 from carjax.train import optim
@@ -58,7 +59,8 @@ def abstract_variables(config: ml_collections.ConfigDict, num_classes: int) -> d
   """The shapes of the model's variables, without computing any (for checks before a run)."""
   model = models.build_model(config.model, num_classes)
   rng = state_lib.rngs_from_seed(config.seed)["init"]
-  return jax.eval_shape(lambda r: models.init_variables(model, config.data.image_size, r), rng)
+  input_hw = decode.image_hw(config.data.image_size)
+  return jax.eval_shape(lambda r: models.init_variables(model, input_hw, r), rng)
 
 
 def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: int, *,
@@ -68,7 +70,7 @@ def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: 
   sharding_lib.check_batch_sizes(config, mesh)
   rngs = state_lib.rngs_from_seed(config.seed)
   model = models.build_model(config.model, num_classes)
-  size, train_cfg = config.data.image_size, config.train
+  size, train_cfg = decode.image_hw(config.data.image_size), config.train
   abstract_params = jax.eval_shape(lambda r: models.init_variables(model, size, r),
                                    rngs["init"])["params"]
   tx, schedules = optim.make_optimizer(train_cfg, steps_per_epoch, abstract_params)
@@ -109,7 +111,8 @@ def make_steps(config: ml_collections.ConfigDict, model: nn.Module, num_classes:
       micro_batch_sharding=micro_batch_sharding)
   eval_step = steps_lib.make_eval_step(model=model, input_spec=input_spec,
                                        num_classes=num_classes,
-                                       use_ema=bool(train_cfg.ema_decay))
+                                       use_ema=bool(train_cfg.ema_decay),
+                                       flip_tta=bool(config.eval.get("flip_tta", False)))
   return train_step, eval_step
 
 

@@ -34,14 +34,15 @@ def rngs_from_seed(seed: int) -> dict[str, jax.Array]:
   return {"init": init, "train": train}
 
 
-def create_train_state(model, image_size: int, rng, tx, *, keep_ema: bool) -> TrainState:
+def create_train_state(model, input_hw: tuple[int, int], rng, tx, *,
+                       keep_ema: bool) -> TrainState:
   """A freshly initialised state (pure: use under `jax.jit` or `jax.eval_shape`).
 
   `tx` is built once per run and shared, so every state of the run has the same static
   (non-array) fields, which jit's output shardings and checkpoint restores compare.
   `keep_ema` starts the weight average at the initial parameters (else it stays empty).
   """
-  variables = models.init_variables(model, image_size, rng)
+  variables = models.init_variables(model, input_hw, rng)
   params = variables["params"]
   return TrainState.create(
       apply_fn=model.apply, params=params, tx=tx,

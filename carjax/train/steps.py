@@ -31,6 +31,7 @@ import optax
 
 from carjax import models
 from carjax.data import augment
+from carjax.models import tta
 from carjax.train import optim
 from carjax.train.state import TrainState
 
@@ -105,8 +106,12 @@ def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
       new_state = new_state.replace(ema_params=jax.tree.map(
           lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, new_state.params))
     count = labels.shape[0]
+    # The objective above may be label-smoothed and class-weighted; the plain cross-entropy
+    # is what the evaluations report, so train and eval curves can share one definition.
+    _, plain = cross_entropy(logits, labels, num_classes)
     metrics = {
         "loss_sum": loss * count,
+        "ce_sum": jnp.sum(plain),
         "correct": jnp.sum(jnp.argmax(logits, -1) == labels),
         "count": jnp.asarray(count, jnp.int32),
         # The host stops the run on a non-finite loss or gradient (carjax.train.loop).
@@ -162,13 +167,16 @@ def _accumulated_gradients(model, state, images, labels, example_weights, dropou
 
 
 def make_eval_step(*, model: nn.Module, input_spec: models.InputSpec, num_classes: int,
-                   use_ema: bool = False) -> Callable[..., Any]:
+                   use_ema: bool = False, flip_tta: bool = False) -> Callable[..., Any]:
   """Builds `eval_step(state, batch) -> dict` with masked sums and per-example logits
-  (`use_ema`: evaluate the weight average when the state keeps one)."""
+  (`use_ema`: evaluate the weight average when the state keeps one; `flip_tta`: average
+  the prediction with the mirrored image's, `carjax.models.tta`)."""
 
   def eval_step(state: TrainState, batch):
-    logits = models.apply_pixels(model, state.eval_variables(use_ema), batch["image"],
-                                 input_spec, train=False)
+    apply = lambda pixels: models.apply_pixels(model, state.eval_variables(use_ema), pixels,
+                                               input_spec, train=False)
+    logits = (tta.flip_averaged_logits(apply, batch["image"]) if flip_tta
+              else apply(batch["image"]))
     logits = logits.astype(jnp.float32)
     labels, mask = batch["label"], batch["mask"]
     _, losses = cross_entropy(logits, labels, num_classes)

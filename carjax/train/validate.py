@@ -90,7 +90,14 @@ def _validate_data(config) -> None:
   for name in ("train_split", "eval_split"):
     if not isinstance(data[name], str) or not data[name].strip():
       raise ConfigError(f"config.data.{name} must name a split, got {data[name]!r}")
-  _check_range(config, "data.image_size", 8, integer=True)
+  try:
+    height, width = decode.image_hw(data.image_size)
+  except ValueError as e:
+    raise ConfigError(f"config.data.image_size: {e}") from None
+  if min(height, width) < 8:
+    raise ConfigError(f"config.data.image_size must be at least 8 pixels a side, got "
+                      f"{tuple(data.image_size) if isinstance(data.image_size, (list, tuple)) else data.image_size!r}")
+  _check_range(config, "data.dev_fraction", 0.0, 1.0, high_open=True)
   _check_choice(data.resize_mode, "data.resize_mode", decode.RESIZE_MODES)
   _check_range(config, "data.num_workers", 0, integer=True)
   _check_range(config, "data.split_seed", integer=True)
@@ -194,7 +201,7 @@ def check_data_source(source, config: ml_collections.ConfigDict) -> None:
   if len(source.class_names) < 2:
     raise DataError(f"{source!r} has {len(source.class_names)} class: a classifier needs at "
                     "least two")
-  if isinstance(source, sources.ImageFolderSource):
+  if isinstance(getattr(source, "base", source), sources.ImageFolderSource):
     train = source.records(data.train_split)
     present = {r.label for r in train}
     if len(present) < 2:
