@@ -1,7 +1,8 @@
 """Training throughput of the real train step over N devices of the run's global mesh.
 
 `measure(config)` times the step `carjax.train.setup.build` makes for the loop (mesh, state
-shardings, augmentation, gradient accumulation and the model's dtype) on a synthetic uint8 batch fed through `global_batch`, so the figure is the loop's step without
+shardings, augmentation, gradient accumulation and the model's dtype) on a synthetic uint8
+batch fed through `global_batch`, so the figure is the loop's step without
 disk I/O. `launch/scaling_benchmark.py` runs it in one fresh process per device count (fake
 CPU devices need `--xla_force_host_platform_device_count` before JAX starts).
 """

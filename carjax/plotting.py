@@ -107,7 +107,8 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names, path: str, title: 
   plt.close(fig)
 
 
-def overlay_heatmap(image_uint8: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+def overlay_heatmap(image_uint8: np.ndarray, heatmap: np.ndarray,
+                    alpha: float = 0.45) -> np.ndarray:
   """The photo [S, S, 3] with the heat map [S, S] (0..1) blended over it in 'jet' colours,
   as in the study's figures (red = strong evidence); uint8 [S, S, 3]."""
   colours = plt.get_cmap("jet")(np.clip(heatmap, 0.0, 1.0))[..., :3] * 255.0

@@ -4,7 +4,7 @@ r"""Converts pretrained EfficientNet weights into a carjax weights directory.
   python -m launch.convert_weights --source=keras --input=efficientnetb0.h5 \
       --output=/tmp/b0_keras
 
-See carjax/convert/sources.py for the sources and carjax/convert/store.py for
+See carjax/convert/sources.py for the sources and carjax/checkpoint.py (save_converted) for
 the output layout.
 """
 

@@ -1,4 +1,4 @@
-"""Starting a model from converted pretrained weights (read with `carjax.checkpoint.load_converted`).
+"""Starting a model from converted pretrained weights (read by `checkpoint.load_converted`).
 
 `check_conventions` refuses weights made for another architecture or input normalisation.
 

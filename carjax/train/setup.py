@@ -141,7 +141,8 @@ def initial_state(setup: TrainSetup, config: ml_collections.ConfigDict, workdir:
   return state, {}
 
 
-def state_from_pretrained(state: TrainState, model, config: ml_collections.ConfigDict) -> TrainState:
+def state_from_pretrained(state: TrainState, model,
+                          config: ml_collections.ConfigDict) -> TrainState:
   """`state` with every parameter and BatchNorm statistic from `config.model.pretrained`
   except the classifier head (re-initialised for our classes; zero with
   `config.init.zero_head`). Fails, naming them, on weights made for another model."""

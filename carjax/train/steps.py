@@ -9,14 +9,14 @@ options), never the config: `carjax.train.setup.build` reads the config once and
 
 Gradient accumulation (`accum_steps = k > 1`, from `config.train.grad_accum_steps`) splits
 each global batch into k micro-batches inside the one jitted step (a `lax.scan`, so only one
-micro-batch's activations are alive at a time) and applies one optimiser update with the gradient of the
-whole batch's loss. Augmentation keys, class weights and the loss normalisation are those of
-the whole batch, so without BatchNorm (and without dropout, whose masks are drawn per
-micro-batch) k micro-batches give exactly the update of one k× larger batch. BatchNorm
-normalises each micro-batch with that micro-batch's own statistics (as any device holding
-only a micro-batch must), and the running statistics take one update per step with the
-micro-batches' averaged mean and variance: the running mean is the whole batch's, the
-running variance is the mean within-micro-batch variance ("ghost batch" statistics).
+micro-batch's activations are alive at a time) and applies one optimiser update with the
+gradient of the whole batch's loss. Augmentation keys, class weights and the loss
+normalisation are those of the whole batch, so without BatchNorm (and without dropout, whose
+masks are drawn per micro-batch) k micro-batches give exactly the update of one k× larger
+batch. BatchNorm normalises each micro-batch with that micro-batch's own statistics (as any
+device holding only a micro-batch must), and the running statistics take one update per step
+with the micro-batches' averaged mean and variance: the running mean is the whole batch's,
+the running variance is the mean within-micro-batch variance ("ghost batch" statistics).
 """
 
 from __future__ import annotations
