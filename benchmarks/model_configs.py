@@ -33,7 +33,7 @@ def bench_config(model: str, *, image_size: int, batch_size: int, infer_batch: i
     raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
   config = MODEL_CONFIGS[model]()
   with config.unlocked():
-    config.data.image_size = image_size
+    config.data.image_size = (image_size, image_size)  # (height, width), as configs hold it.
     config.data.cache_dir = ""
     config.train.batch_size = batch_size
     config.eval.batch_size = infer_batch

@@ -15,6 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from carjax.data import decode
 from carjax.train import setup as setup_lib
 from carjax.train import sharding as sharding_lib
 
@@ -26,8 +27,8 @@ def measure(config: ml_collections.ConfigDict, num_classes: int = 20, steps: int
   rng = setup.rngs["train"]
   state = setup.init_state(setup.rngs["init"])
   data_sharding, step = setup.data_sharding, setup.train_step
-  batch_size, size = config.train.batch_size, config.data.image_size
-  pixels = np.random.default_rng(0).integers(0, 256, (batch_size, size, size, 3), np.uint8)
+  batch_size, size = config.train.batch_size, decode.image_hw(config.data.image_size)
+  pixels = np.random.default_rng(0).integers(0, 256, (batch_size,) + size + (3,), np.uint8)
   labels = np.arange(batch_size, dtype=np.int32) % num_classes
   rows = sharding_lib.process_rows(data_sharding, batch_size)
   feed = lambda: sharding_lib.global_batch({"image": pixels[rows], "label": labels[rows]},
@@ -48,7 +49,7 @@ def measure(config: ml_collections.ConfigDict, num_classes: int = 20, steps: int
     windows.append((time.perf_counter() - start) / steps)
   median, best = float(np.median(windows)), min(windows)
   return {"devices": jax.device_count(), "processes": jax.process_count(),
-          "batch_size": batch_size, "image_size": size, "steps": steps, "repeats": repeats,
+          "batch_size": batch_size, "image_size": list(size), "steps": steps, "repeats": repeats,
           "compile_s": round(compile_s, 2), "step_s_median": round(median, 4),
           "images_per_s_median": round(batch_size / median, 1),
           "images_per_s_best": round(batch_size / best, 1)}

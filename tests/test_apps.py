@@ -165,7 +165,7 @@ def test_demo_page_in_a_real_browser(tiny_run, tmp_path):
   broken.write_bytes(b"this is not a photo")
   predictor = inference.Predictor(str(workdir))
   expected, _ = predictor.predict_files([str(p) for p in chosen], top_k=3)
-  size = predictor.image_size
+  size = predictor.image_size[1]  # The page shows photos at the model's input width.
   from selenium.webdriver.common.by import By  # pylint: disable=g-import-not-at-top
   from selenium.webdriver.support.ui import WebDriverWait  # pylint: disable=g-import-not-at-top
 
