@@ -355,20 +355,26 @@ def read_devkit(input_dir: str, halves: Sequence[str]
       image_dir = nested
     for record in _mat_records(_load_mat(anno_path)):
       filename = _mat_string(record["fname"])
-      path = os.path.join(image_dir, filename)
-      if not os.path.exists(path):
+      image = _devkit_image(record, os.path.join(image_dir, filename), half, class_names,
+                            f"stanford_{half}_{os.path.splitext(filename)[0]}")
+      if image is None:
         missing += 1
-        logging.warning("Devkit layout: %s is annotated but missing.", path)
-        continue
-      class_id = _mat_scalar(record["class"])
-      images.append(SourceImage(
-          name=path, half=half, class_id=class_id,
-          model=class_names[class_id - 1],
-          bbox=tuple(_mat_scalar(record[f"bbox_{c}"])
-                     for c in ("x1", "y1", "x2", "y2")),
-          output_stem=f"stanford_{half}_{os.path.splitext(filename)[0]}",
-          read=_file_reader(path)))
+      else:
+        images.append(image)
   return images, missing
+
+
+def _devkit_image(record, path: str, half: str, class_names: Sequence[str],
+                  output_stem: str) -> SourceImage | None:
+  """The image of one devkit annotation record, or None (logged) when its file is missing."""
+  if not os.path.exists(path):
+    logging.warning("Devkit layout: %s is annotated but missing.", path)
+    return None
+  class_id = _mat_scalar(record["class"])
+  return SourceImage(
+      name=path, half=half, class_id=class_id, model=class_names[class_id - 1],
+      bbox=tuple(_mat_scalar(record[f"bbox_{c}"]) for c in ("x1", "y1", "x2", "y2")),
+      output_stem=output_stem, read=_file_reader(path))
 
 
 def _read_devkit_combined(anno_path: str, halves: Sequence[str]
@@ -384,19 +390,13 @@ def _read_devkit_combined(anno_path: str, halves: Sequence[str]
     if half not in halves:
       continue
     relpath = _mat_string(record["relative_im_path"])
-    path = os.path.join(base, relpath)
-    if not os.path.exists(path):
+    image = _devkit_image(
+        record, os.path.join(base, relpath), half, class_names,
+        f"stanford_all_{os.path.splitext(os.path.basename(relpath))[0]}")
+    if image is None:
       missing += 1
-      logging.warning("Devkit layout: %s is annotated but missing.", path)
-      continue
-    class_id = _mat_scalar(record["class"])
-    images.append(SourceImage(
-        name=path, half=half, class_id=class_id,
-        model=class_names[class_id - 1],
-        bbox=tuple(_mat_scalar(record[f"bbox_{c}"])
-                   for c in ("x1", "y1", "x2", "y2")),
-        output_stem=f"stanford_all_{os.path.splitext(os.path.basename(relpath))[0]}",
-        read=_file_reader(path)))
+    else:
+      images.append(image)
   return images, missing
 
 
