@@ -44,14 +44,18 @@ def restore_variables(workdir: str, which: str = ckpt.BEST):
 class Predictor:
   """Classifies images with a trained carjax model."""
 
-  def __init__(self, workdir: str, which: str = ckpt.BEST, flip_tta: bool | None = None):
+  def __init__(self, workdir: str, which: str = ckpt.BEST, flip_tta: bool | None = None,
+               image_size=None):
     """`flip_tta`: average each image's prediction with its mirror's (None: as the run's
-    `config.eval.flip_tta` says)."""
+    `config.eval.flip_tta` says). `image_size`: S or (height, width) to classify at instead
+    of the run's own size (the networks are convolutional: "train low, test high")."""
     (self.config, self.class_names, self.model, self.variables,
      self.checkpoint_meta) = restore_variables(workdir, which)
+    self.trained_image_size = decode.image_hw(self.config.data.image_size)
     self.flip_tta = (bool(self.config.eval.get("flip_tta", False)) if flip_tta is None
                      else bool(flip_tta))
-    self.image_size = decode.image_hw(self.config.data.image_size)  # (height, width)
+    self.image_size = decode.image_hw(  # (height, width)
+        self.config.data.image_size if image_size is None else image_size)
     self.resize_mode = self.config.data.resize_mode
     self.input_spec = models.InputSpec.from_config(self.config.model)
     self._logits = jax.jit(

