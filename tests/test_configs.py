@@ -35,7 +35,7 @@ def test_config_loads_and_is_locked(name, arg):
     assert run.model.name in ("custom_cnn", "efficientnet")
     assert run.train.batch_size > 0 and run.train.num_epochs > 0
     if arg == "tiny":
-      assert run.data.image_size == 32 and run.train.batch_size == 4
+      assert tuple(run.data.image_size) == (32, 32) and run.train.batch_size == 4
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -55,8 +55,9 @@ def test_study_data_section_is_base_without_the_per_model_fields():
   shared = study.get_config().data
   base_data = base.get_config().data
   assert set(shared) == set(base_data) - set(study.PER_MODEL_DATA_FIELDS)
-  assert all(shared[k] == base_data[k] for k in shared if k != "eval_split")
-  assert shared.eval_split == "val"
+  # The study's own choices: score on val, choose checkpoints on a dev share of train.
+  assert all(shared[k] == base_data[k] for k in shared if k not in ("eval_split", "dev_fraction"))
+  assert shared.eval_split == "val" and shared.dev_fraction == 0.1
   assert set(study.get_config("tiny").models) == {"tiny_cnn", "tiny_cnn_avgpool"}
 
 
@@ -72,7 +73,7 @@ def test_command_line_overrides_and_typos(tmp_path):
   fv(argv)
   assert fv.config.train.learning_rate == 0.5
   assert tuple(fv.config.model.stage_widths) == (4, 6)
-  assert fv.config.data.image_size == 32  # The `:tiny` argument reached get_config.
+  assert tuple(fv.config.data.image_size) == (32, 32)  # `:tiny` reached get_config.
   argv = ["prog", tiny, "--config.train.learnig_rate=0.5"]
   fv2 = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, flag_values=fv2, lock_config=True,
