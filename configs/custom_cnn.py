@@ -11,7 +11,7 @@ with the checkpoint chosen on val itself (before the dev split existed): accurac
 Not yet measured with the dev split this config now carves (so it trains on 90 % of train).
 Tried and not kept (2026-11-30, RESULTS.md "The study measured honestly"): an aspect-true
 96×192 input for 40 epochs with crop area 0.5–1 (crop_ratio 0.8–1.25): dev 0.670, val 0.661
-[0.627, 0.693], 92 min of training on the shared cores — no better, and slower.
+[0.627, 0.693], 105 min of training on the shared cores — no better, and slower.
 
 `--config=configs/custom_cnn.py:tiny` (`get_config("tiny")`) shrinks it to a tiny CNN at 32 px
 for tests and smoke runs: seconds on a CPU, not meant to be accurate.

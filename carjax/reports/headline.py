@@ -114,9 +114,9 @@ def conclusions(models: Mapping[str, Sequence[Mapping[str, Any]]], *, test_split
     ours = [(n, s) for n, s in ours if s is not None]
     if ours:
       beats = ", ".join(f"{n} {s.mean:.3f}" for n, s in ours)
-      out.append(f"The study's {label} reported {ref['metric'].replace('_', ' ')} "
-                 f"{ref['value']:.2f} on its own split; here: {beats} (a different split: "
-                 "comparable in kind, not photo for photo).")
+      out.append(f"Reference, {label}: {ref['metric'].replace('_', ' ')} {ref['value']:.2f} on "
+                 f"its own split; here: {beats} (a different split: comparable in kind, not "
+                 "photo for photo).")
   out.extend(limitations(models, test_split=test_split, chosen_on=chosen_on))
   return out
 
