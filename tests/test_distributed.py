@@ -184,6 +184,7 @@ from tests import helpers
 config = custom_cnn.get_config("tiny").unlock()
 config.mesh.fsdp, config.mesh.fsdp_min_size = 4, 1000
 config.train.batch_size = 16  # The batch below, split over the 8 devices.
+config.eval.batch_size = 16  # Evaluation batches are split over the devices too.
 mesh = sharding.make_mesh(config)
 setup, state = helpers.initial_state(config, 3, 3, mesh=mesh)
 model, shardings = setup.model, setup.state_sharding

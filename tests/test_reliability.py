@@ -402,7 +402,7 @@ def test_a_rerun_may_change_the_length():
     ("train.learning_rate", float("nan")), ("train.optimizer", "adam"),
     ("train.num_epochs", 0), ("train.ema_decay", 1.0), ("train.log_every_steps", 0),
     ("train.frozen_params", "(unclosed"), ("data.resize_mode", "stretch"),
-    ("data.image_size", 0), ("data.val_fraction", 1.5), ("data.train_split", ""),
+    ("data.image_size", (0, 0)), ("data.val_fraction", 1.5), ("data.train_split", ""),
     ("data.augment.crop_scale", (0.0, 1.0)), ("model.dtype", "float8"),
     ("model.name", "resnet"), ("checkpoint.every_steps", -1),
     ("init.resume_from", "/nonexistent/run"), ("train.grad_accum_steps", 0),
