@@ -155,16 +155,22 @@ def test_lite_reference_was_made_from_the_installed_weights(lite_converted):
   assert conventions['activation'] == 'relu6' and conventions['se'] is False
 
 
+def _assert_parity(directory, inputs, reference_logits, names):
+  """The converted model's logits on `inputs` match the reference's (returned for more checks)."""
+  apply, _ = _apply_converted(directory)
+  logits = np.asarray(apply(inputs))
+  assert np.max(np.abs(logits - reference_logits)) < 1e-4
+  _assert_same_top5(logits, reference_logits, names)
+  return logits
+
+
 def test_lite_parity_on_random_inputs(lite_converted):
   variant, directory, reference = lite_converted
   inputs = imagenet_inputs.random_inputs(LITE_NATIVE_RESOLUTIONS[variant])
   assert imagenet_inputs.sha256_of(inputs) == str(reference['random_inputs_sha256']), (
       f'numpy {np.__version__} draws other random inputs than the reference saw '
       f'({json.loads(str(reference["versions"]))["numpy"]})')
-  apply, _ = _apply_converted(directory)
-  logits = np.asarray(apply(inputs))
-  assert np.max(np.abs(logits - reference['random_logits'])) < 1e-4
-  _assert_same_top5(logits, reference['random_logits'], ['random 0', 'random 1'])
+  _assert_parity(directory, inputs, reference['random_logits'], ['random 0', 'random 1'])
 
 
 @pytest.mark.real_data
@@ -175,10 +181,7 @@ def test_lite_parity_on_photos(lite_converted):
   assert imagenet_inputs.sha256_of(inputs) == str(reference['inputs_sha256']), (
       f'the photos in {folder}, resized by this Pillow, are not the inputs the reference saw '
       f'(Pillow {json.loads(str(reference["versions"]))["pillow"]})')
-  apply, _ = _apply_converted(directory)
-  logits = np.asarray(apply(inputs))
-  assert np.max(np.abs(logits - reference['logits'])) < 1e-4
-  _assert_same_top5(logits, reference['logits'], reference['names'])
+  logits = _assert_parity(directory, inputs, reference['logits'], reference['names'])
   # The photos' classes (Lite0's reference top-1): goldfish, giant panda, chickadee, Egyptian cat.
   assert list(np.argmax(logits, axis=1)) == [1, 388, 19, 285]
 

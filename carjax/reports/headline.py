@@ -87,8 +87,8 @@ def conclusions(models: Mapping[str, Sequence[Mapping[str, Any]]], *, test_split
                 minutes: Mapping[str, float | None]) -> list[str]:
   """Plain-language findings and limitations, each one sentence or two, from the numbers."""
   out = []
-  ranked = sorted(((over_seeds(runs, "accuracy"), name) for name, runs in models.items()
-                   if over_seeds(runs, "accuracy") is not None),
+  summaries = {name: over_seeds(runs, "accuracy") for name, runs in models.items()}
+  ranked = sorted(((s, name) for name, s in summaries.items() if s is not None),
                   key=lambda item: -item[0].mean)
   for summary, name in ranked:
     first = models[name][0]

@@ -232,15 +232,19 @@ class ModelFacts:
   inference_ms_per_image: float
 
 
+def train_seconds_of(workdir: str, metrics: dict[str, Any] | None = None) -> float | None:
+  """The run's training time from its last checkpoint, else from an evaluation's metrics."""
+  seconds = (workdir_lib.run_progress(workdir) or {}).get("train_seconds")
+  if seconds is None and metrics is not None:
+    seconds = metrics.get("train_seconds")
+  return seconds
+
+
 def measure(run: ModelRun, predictor: Predictor, report_config) -> ModelFacts:
-  progress = workdir_lib.run_progress(run.workdir) or {}
-  train_seconds = progress.get("train_seconds")
-  if train_seconds is None:
-    train_seconds = run.metrics.get("train_seconds")
   return ModelFacts(
       parameters=count_parameters(predictor.variables),
       checkpoint_bytes=directory_bytes(ckpt.checkpoint_dir(run.workdir, ckpt.BEST)),
-      train_seconds=train_seconds,
+      train_seconds=train_seconds_of(run.workdir, run.metrics),
       train_images_per_s=training_figures.median_train_images_per_s(
           workdir_lib.read_metric_lines(run.workdir)),
       inference_ms_per_image=inference_ms_per_image(
@@ -404,8 +408,7 @@ class _ReportBuilder:
                       ["accuracy of the first seed [95 % interval]"], rows)
     minutes = {}
     for name, runs in grouped.items():
-      progress = workdir_lib.run_progress(runs[0].workdir) or {}
-      seconds = progress.get("train_seconds") or runs[0].metrics.get("train_seconds")
+      seconds = train_seconds_of(runs[0].workdir, runs[0].metrics)
       minutes[name] = None if seconds is None else seconds / 60
     names = list(grouped)
     paired = None
@@ -427,10 +430,9 @@ class _ReportBuilder:
     for name in self.study_config.models:
       if name not in self.configs:
         continue
-      lines = workdir_lib.read_metric_lines(os.path.join(self.workdir, name))
-      speed = training_figures.median_train_images_per_s(lines)
-      progress = workdir_lib.run_progress(os.path.join(self.workdir, name)) or {}
-      seconds = progress.get("train_seconds")
+      run_dir = os.path.join(self.workdir, name)
+      speed = training_figures.median_train_images_per_s(workdir_lib.read_metric_lines(run_dir))
+      seconds = train_seconds_of(run_dir)
       rows.append(recipes.recipe_row(name, self.configs[name]) +
                   [_fmt(None if seconds is None else seconds / 60, 1), _fmt(speed, 1)])
     self.report.table(list(recipes.RECIPE_COLUMNS) + ["training (min)", "images/s"], rows)
