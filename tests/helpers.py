@@ -44,3 +44,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   from carjax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   from carjax.train import loop  # pylint: disable=g-import-not-at-top
   return evaluate.evaluate_trained(loop.train(config, workdir))
+
+
+def bench_record(seconds, images_per_step, steps=1):
+  """A benchmark worker's raw measurement record: `seconds` per repeat of `steps` steps."""
+  return {"seconds": seconds, "steps_per_repeat": steps, "images_per_step": images_per_step,
+          "images_per_repeat": images_per_step * steps}
