@@ -21,6 +21,14 @@ def model_from_conventions(conventions: dict[str, Any], num_classes: int | None 
                       **kwargs)
 
 
+def tiny_cnn_config(source: str):
+  """`configs/custom_cnn.py:tiny` reading the image folder `source`."""
+  from configs import custom_cnn  # pylint: disable=g-import-not-at-top
+  config = custom_cnn.get_config("tiny")
+  config.data.source = f"folder:{source}"
+  return config
+
+
 def initial_state(config, num_classes: int = 3, steps_per_epoch: int = 10, **build_kwargs):
   """(setup, a fresh state) of `config` through `carjax.train.setup.build`, as the loop makes
   them (build_kwargs: class_weights, mesh)."""
