@@ -54,3 +54,20 @@ def test_launchers_end_to_end_on_two_devices(tiny_folder, tmp_path):
   assert sum(t["probability"] for t in payload["predictions"][0]["top_k"]) <= 1.0 + 1e-6
   assert payload["unreadable"][0]["file"].endswith("broken.jpg")
   assert "broken.jpg" in proc.stderr
+
+
+def test_readme_documents_every_launcher_flag():
+  from tools import cli_reference  # pylint: disable=g-import-not-at-top
+  readme = (REPO_ROOT / "README.md").read_text()
+  _, _, reference = readme.partition("## Command-line reference")
+  assert reference, "README.md has no 'Command-line reference' section"
+  sections = {}
+  for block in reference.split("\n### `python -m ")[1:]:
+    module, _, body = block.partition("`")
+    sections[module] = body.split("\n## ")[0]
+  for module in cli_reference.launchers():
+    assert module in sections, f"README's command-line reference misses {module}"
+    for row in cli_reference.flags_of(module):
+      assert f"| `--{row['name']}` |" in sections[module], (
+          f"README's command-line reference misses {module} --{row['name']} "
+          "(python -m tools.cli_reference writes the section)")
