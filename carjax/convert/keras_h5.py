@@ -25,12 +25,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from carjax import extras
+from carjax.models import IMAGENET_STD
 
 if TYPE_CHECKING:
   import h5py
 
-# keras.applications.efficientnet.IMAGENET_STDDEV_RGB
-IMAGENET_STDDEV_RGB = (0.229, 0.224, 0.225)
+# keras.applications.efficientnet.IMAGENET_STDDEV_RGB: ImageNet's std on the 0..1 scale
+# (carjax's on the 0..255 scale, divided back; the same floats, exactly).
+IMAGENET_STDDEV_RGB = tuple(s / 255 for s in IMAGENET_STD)
 _KERAS_EPSILON = 1e-7  # keras.backend.epsilon(), Normalization's floor on std
 
 
