@@ -3,8 +3,8 @@
 Order of work in each round: the input pipeline (cold cache, then warm) first, then for each
 model every stack in turn, the stacks' order rotated from round to round so that slow drift
 of the machine (thermal, other load) does not always favour the same stack. Each worker
-does its own warm-up and `repeats` timed repeats of `steps` steps; the summary pools every
-repeat of every round (median, min/max, IQR) and keeps the per-round medians too.
+does its own warm-up and `repeats` timed repeats of `steps` steps; `benchmarks.aggregate`
+pools every repeat of every round (median, min/max, IQR) and keeps the per-round medians too.
 """
 
 from __future__ import annotations
@@ -19,22 +19,9 @@ import tempfile
 import time
 
 from carjax import host_runtime
+from benchmarks import aggregate as bench_aggregate
 from benchmarks import env, stats
-from benchmarks import model_configs as configs
-
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STACKS = ("carjax", "keras", "torch")
-STACK_LABELS = {"carjax": "carjax (JAX/Flax, XLA)", "keras": "Keras 3 / TF (oneDNN)",
-                "torch_channels_last": "PyTorch, channels-last", "torch_nchw": "PyTorch, NCHW"}
-METRICS = ("train", "infer", "e2e_train")
-# Process environments a stack can be measured in. "shipped": carjax as it ships (glibc malloc
-# tuning of carjax.host_runtime, per-model XLA:CPU options), Keras and PyTorch as users run
-# them (glibc's defaults); "hugepages": every stack under carjax's malloc tuning; "glibc": every
-# stack under glibc's defaults; "no_xla_options": carjax with the malloc tuning but XLA's
-# default CPU options; "warm_cache": carjax as shipped, started again on the compilation
-# cache its "shipped" run of the same round has just filled (the warm first call).
-ENV_VARIANTS = ("shipped", "hugepages", "glibc", "no_xla_options", "warm_cache")
-_CARJAX_ONLY_VARIANTS = ("no_xla_options", "warm_cache")
+from benchmarks.settings import REPO_ROOT, Settings, stack_keys
 
 THREAD_NOTES = (
     "Every worker is pinned to `threads` CPUs with sched_setaffinity (a no-op when that is all "
@@ -44,82 +31,6 @@ THREAD_NOTES = (
     "tf_inter_op_threads. Each stack runs in its own process, so no two thread pools share "
     "the CPUs.")
 
-
-@dataclasses.dataclass
-class Settings:
-  models: tuple[str, ...] = configs.DEFAULT_MODELS
-  stacks: tuple[str, ...] = STACKS
-  torch_layouts: tuple[str, ...] = ("channels_last", "nchw")
-  image_size: int = 224
-  train_batch: int = 32
-  infer_batch: int = 64
-  num_classes: int = 20
-  optimizer: str = "adamw"
-  rounds: int = 3
-  repeats: int = 5
-  steps: int = 3
-  warmup: int = 2
-  threads: int = 2
-  tf_inter_op_threads: int = 1
-  env_variants: tuple[str, ...] = ("shipped",)
-  xla_flags: str = ""
-  jax_platforms: str = "cpu"
-  data: str = ""  # An image folder (cars20); empty: pipeline and end-to-end skipped.
-  data_limit: int = 0  # Use only this many images per split (0: all).
-  skip_pipeline: bool = False
-  profile_dir: str = ""
-  task_timeout: int = 3600
-  command: str = ""
-
-  def __post_init__(self):
-    for model in self.models:
-      if model not in configs.MODEL_CONFIGS:
-        raise ValueError(f"unknown model {model!r}; expected some of "
-                         f"{sorted(configs.MODEL_CONFIGS)}")
-    for stack in self.stacks:
-      if stack not in STACKS:
-        raise ValueError(f"unknown stack {stack!r}; expected some of {STACKS}")
-    for name in ("image_size", "train_batch", "infer_batch", "num_classes", "rounds",
-                 "repeats", "steps", "threads"):
-      if getattr(self, name) < 1:
-        raise ValueError(f"--{name} must be at least 1, got {getattr(self, name)}")
-    if self.warmup < 0:
-      raise ValueError(f"--warmup must be >= 0, got {self.warmup}")
-    for variant in self.env_variants:
-      if variant not in ENV_VARIANTS:
-        raise ValueError(f"unknown environment variant {variant!r}; expected some of "
-                         f"{ENV_VARIANTS}")
-    if self.optimizer not in configs.OPTIMIZERS:
-      raise ValueError(f"--optimizer must be one of {configs.OPTIMIZERS}")
-
-
-def default_data_dir() -> str:
-  """cars20 in $CARJAX_SHARED_DATA, else in ../shared/data beside the repository."""
-  root = os.environ.get("CARJAX_SHARED_DATA",
-                        os.path.join(os.path.dirname(REPO_ROOT), "shared", "data"))
-  return os.path.join(root, "cars20")
-
-
-def stack_keys(settings: Settings) -> list[tuple[str, str, str | None, str]]:
-  """(key, stack, torch layout, environment variant) of every measured stack variant.
-
-  Variants that would repeat another (carjax "hugepages" is carjax as shipped; Keras and PyTorch
-  "glibc" are those stacks as shipped) are left out.
-  """
-  keys = []
-  for variant in settings.env_variants:
-    for stack in settings.stacks:
-      if variant in _CARJAX_ONLY_VARIANTS and stack != "carjax":
-        continue
-      if (variant == "hugepages" and stack == "carjax") or (variant == "glibc" and stack != "carjax"):
-        continue
-      suffix = "" if variant == "shipped" else f"+{variant}"
-      if stack == "torch":
-        keys += [(f"torch_{layout}{suffix}", "torch", layout, variant)
-                 for layout in settings.torch_layouts]
-      else:
-        keys.append((f"{stack}{suffix}", stack, None, variant))
-  return keys
 
 
 def worker_env(settings: Settings, stack: str, variant: str = "shipped") -> dict[str, str]:
@@ -181,16 +92,11 @@ def _one_line(result: dict) -> str:
   parts = []
   for metric in ("train", "infer", "e2e_train", "host_feed", "augment"):
     if metric in result:
-      summary = stats.summarize(rates_of(result[metric]))
+      summary = stats.summarize(bench_aggregate.rates_of(result[metric]))
       parts.append(f"{metric} {summary['median']:.3g} img/s")
   if "decode_cold" in result:
-    parts.append(f"decode {rates_of(result['decode_cold'])[0]:.3g} img/s")
+    parts.append(f"decode {bench_aggregate.rates_of(result['decode_cold'])[0]:.3g} img/s")
   return ", ".join(parts)
-
-
-def rates_of(record: dict) -> list[float]:
-  """Images/s of each repeat of a raw measurement record."""
-  return stats.rates(record["seconds"], record["images_per_repeat"])
 
 
 def _warm_after_shipped(order: list) -> list:
@@ -283,181 +189,5 @@ def run_benchmark(settings: Settings, log=print) -> dict:
       "runs": runs,
       "pipeline_runs": pipeline_runs,
   }
-  report.update(aggregate(runs, pipeline_runs, settings))
+  report.update(bench_aggregate.aggregate(runs, pipeline_runs, settings))
   return report
-
-
-def aggregate(runs: list[dict], pipeline_runs: list[dict], settings: Settings) -> dict:
-  """{'summary', 'ratios', 'pipeline'} from raw worker results (pure; unit-tested)."""
-  keys = [k[0] for k in stack_keys(settings)]
-  summary: dict = {}
-  for model in settings.models:
-    summary[model] = {}
-    for key in keys:
-      mine = [r for r in runs if r["model"] == model and r["key"] == key]
-      if not mine:
-        continue
-      ok = [r for r in mine if r.get("status") == "ok"]
-      entry: dict = {"status": "ok" if ok else mine[0].get("status"),
-                     "rounds_ok": len(ok), "rounds": len(mine)}
-      if not ok:
-        entry["reason"] = mine[0].get("reason")
-        summary[model][key] = entry
-        continue
-      entry["implementation"] = ok[0].get("implementation")
-      entry["parameters"] = ok[0].get("parameters")
-      for metric in METRICS:
-        with_metric = [r for r in ok if metric in r]
-        if with_metric:
-          entry[metric] = stats.summarize(
-              [v for r in with_metric for v in rates_of(r[metric])])
-          entry[f"{metric}_round_medians"] = [
-              stats.summarize(rates_of(r[metric]))["median"] for r in with_metric]
-      for phase in ("train_first_call", "infer_first_call"):
-        calls = [r[phase] for r in ok if phase in r]
-        if calls:
-          entry[phase] = {part: stats.summarize([c[part] for c in calls])
-                          for part in calls[0]}
-      inits = [r["init_s"] for r in ok if "init_s" in r]
-      if inits:
-        entry["init_s"] = stats.summarize(inits)
-      summary[model][key] = entry
-
-  ratios: dict = {}
-  for model, by_key in summary.items():
-    mine = by_key.get("carjax")
-    if not mine or mine.get("status") != "ok":
-      continue
-    ratios[model] = {}
-    for metric in ("train", "infer"):
-      for key, other in by_key.items():
-        if key == "carjax" or other.get("status") != "ok":
-          continue
-        value = stats.ratio(mine.get(metric), other.get(metric))
-        if value is not None:
-          ratios[model].setdefault(metric, {})[f"carjax/{key}"] = {
-              "median": value, "range": stats.ratio_range(mine.get(metric), other.get(metric))}
-
-  pipeline: dict = {"summary": {}, "vs_training": {}}
-  ok_pipe = [r for r in pipeline_runs if r.get("status") == "ok"]
-  if pipeline_runs and not ok_pipe:
-    pipeline["status"] = pipeline_runs[0].get("status")
-    pipeline["reason"] = pipeline_runs[0].get("reason")
-  for part in ("decode_cold", "cache_warm", "host_feed", "augment"):
-    values = [v for r in ok_pipe if part in r for v in rates_of(r[part])]
-    if values:
-      pipeline["summary"][part] = stats.summarize(values)
-  feed = pipeline["summary"].get("host_feed")
-  augment = pipeline["summary"].get("augment")
-  for model, by_key in summary.items():
-    mine = by_key.get("carjax")
-    if not mine or mine.get("status") != "ok" or "train" not in mine:
-      continue
-    train = mine["train"]
-    entry = {}
-    if feed:
-      entry["host_feed/train"] = stats.ratio(feed, train)
-    if augment:
-      entry["augment/train"] = stats.ratio(augment, train)
-      # Per image, train = model + augmentation: the model part alone, estimated.
-      rest = 1.0 / train["median"] - 1.0 / augment["median"]
-      entry["train_without_augment_est"] = 1.0 / rest if rest > 0 else None
-    if "e2e_train" in mine:
-      entry["e2e/synthetic_train"] = stats.ratio(mine["e2e_train"], train)
-    if entry:
-      pipeline["vs_training"][model] = entry
-  return {"summary": summary, "ratios": ratios, "pipeline": pipeline}
-
-
-def _fmt(summary: dict | None) -> str:
-  return stats.format_rate(summary)
-
-
-def _fmt_params(count: int | None) -> str:
-  if not count:
-    return ""
-  return f"{count / 1e6:.2f} M" if count >= 100_000 else f"{count / 1e3:.1f} k"
-
-
-def _fmt_seconds(first: dict | None) -> str:
-  if not first:
-    return "—"
-  total = first["total_s"]["median"]
-  if "compile_s" in first:
-    return (f"{total:.1f} (trace {first['trace_s']['median']:.1f}, compile "
-            f"{first['compile_s']['median']:.1f}, run {first['first_run_s']['median']:.1f})")
-  return f"{total:.1f}"
-
-
-def _label(key: str) -> str:
-  base, _, variant = key.partition("+")
-  label = STACK_LABELS.get(base, base)
-  return f"{label} [{variant}]" if variant else label
-
-
-def markdown(report: dict) -> str:
-  """A RESULTS.md section: the command, the settings, and tables of medians (min–max)."""
-  s = report["settings"]
-  e = report["environment"]
-  v = e["versions"]
-  lines = [
-      f"### CPU speed benchmark ({e['date'][:10]})",
-      "",
-      f"Command: `{report['command']}`",
-      "",
-      f"{e['cpu_model']}, {e['cpu_count']} cores ({s['threads']} used); jax {v.get('jax')}, "
-      f"flax {v.get('flax')}, TensorFlow {v.get('tensorflow-cpu') or v.get('tensorflow')}, "
-      f"Keras {v.get('keras')}, PyTorch {v.get('torch')}. XLA_FLAGS: "
-      f"`{s['xla_flags'] or e['XLA_FLAGS'] or '(none)'}`.",
-      f"{s['image_size']} px, {s['num_classes']} classes, train batch {s['train_batch']}, "
-      f"inference batch {s['infer_batch']}, optimizer {s['optimizer']}; "
-      f"{s['rounds']} rounds (a fresh process per stack × model × round) × {s['repeats']} "
-      f"repeats × {s['steps']} steps after {s['warmup']} warm-up steps. Images/s: median "
-      "(min–max) over all repeats.",
-      "",
-      "| model | stack | params | train img/s | inference img/s | first train call, s |",
-      "|---|---|---:|---:|---:|---|",
-  ]
-  for model, by_key in report["summary"].items():
-    for key, entry in by_key.items():
-      label = _label(key)
-      if entry.get("status") != "ok":
-        lines.append(f"| {model} | {label} | | {entry.get('status')}: "
-                     f"{entry.get('reason') or ''} | | |")
-        continue
-      params = _fmt_params(entry.get("parameters"))
-      lines.append(f"| {model} | {label} | {params} | {_fmt(entry.get('train'))} | "
-                   f"{_fmt(entry.get('infer'))} | {_fmt_seconds(entry.get('train_first_call'))} |")
-  for stack, info in report["stacks"].items():
-    if not info["available"]:
-      lines.append(f"| all | {stack} | | {info['reason']} | | |")
-  if report["ratios"]:
-    lines += ["", "| model | ratio | train | inference |", "|---|---|---:|---:|"]
-    for model, by_metric in report["ratios"].items():
-      names = sorted({n for m in by_metric.values() for n in m})
-      for name in names:
-        cells = []
-        for metric in ("train", "infer"):
-          r = by_metric.get(metric, {}).get(name)
-          cells.append(f"{r['median']:.2f}× ({r['range'][0]:.2f}–{r['range'][1]:.2f})"
-                       if r else "—")
-        lines.append(f"| {model} | {name} | {cells[0]} | {cells[1]} |")
-  pipe = report["pipeline"]
-  if pipe["summary"]:
-    ps = pipe["summary"]
-    lines += ["", "Input pipeline (images/s, median (min–max)): decode + resize + write cache "
-              f"(cold) {_fmt(ps.get('decode_cold'))}; load the cache (warm) "
-              f"{_fmt(ps.get('cache_warm'))}; host batches + device_put "
-              f"{_fmt(ps.get('host_feed'))}; on-device augmentation "
-              f"{_fmt(ps.get('augment'))}.", "",
-              "| model | host feed ÷ train | augmentation ÷ train | end-to-end (real data) "
-              "÷ synthetic train | carjax train, end-to-end img/s |", "|---|---:|---:|---:|---:|"]
-    for model, entry in pipe["vs_training"].items():
-      e2e = report["summary"][model]["carjax"].get("e2e_train")
-      cell = lambda k: f"{entry[k]:.2f}" if entry.get(k) is not None else "—"
-      lines.append(f"| {model} | {cell('host_feed/train')} | {cell('augment/train')} | "
-                   f"{cell('e2e/synthetic_train')} | {_fmt(e2e)} |")
-  elif pipe.get("reason") or report["data"]["status"]:
-    lines += ["", f"Input pipeline not measured: {pipe.get('reason') or report['data']['status']}."]
-  lines += ["", report["thread_settings"], "", report["carjax_train_step_note"] + "."]
-  return "\n".join(lines) + "\n"

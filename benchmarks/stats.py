@@ -1,6 +1,6 @@
 """Statistics of raw timings: rates, medians and spreads, ratios between stacks.
 
-Pure functions on plain lists, unit-tested on fixed inputs (tests/test_benchmark.py).
+Pure functions on plain lists, unit-tested on fixed inputs (tests/test_benchmarks_stats.py).
 """
 
 from __future__ import annotations

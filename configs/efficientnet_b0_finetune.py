@@ -15,6 +15,7 @@ No B0 ImageNet weights are available on the reference machine, so this was not r
 
 import ml_collections
 
+from carjax import models
 from configs import efficientnet_lite0_finetune
 
 
@@ -22,7 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
   c = efficientnet_lite0_finetune.get_config()
   c.model.variant = "b0"
   c.model.pretrained = ""  # Required: the directory written by launch/convert_weights.py.
-  c.model.input_mean = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-  c.model.input_std = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+  # Converted B0 weights (Keras, timm, torchvision) expect ImageNet's normalisation.
+  c.model.input_mean = models.IMAGENET_MEAN
+  c.model.input_std = models.IMAGENET_STD
   c.model.overrides.drop_connect_rate = 0.2
   return c

@@ -23,13 +23,14 @@ from absl import app
 from absl import flags
 
 from carjax import cli
-from carjax import jsonio
 from benchmarks import model_configs as configs
+from benchmarks import report as bench_report
 from benchmarks import runner
+from benchmarks import settings as bench_settings
 
 _MODELS = flags.DEFINE_list("models", list(configs.DEFAULT_MODELS),
                             f"Models to measure, of {sorted(configs.MODEL_CONFIGS)}.")
-_STACKS = flags.DEFINE_list("stacks", list(runner.STACKS), "Stacks: carjax, keras, torch.")
+_STACKS = flags.DEFINE_list("stacks", list(bench_settings.STACKS), "Stacks: carjax, keras, torch.")
 _TORCH_LAYOUTS = flags.DEFINE_list("torch_layouts", ["channels_last", "nchw"],
                                    "PyTorch memory layouts to measure.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 224, "Input side in pixels, every model.")
@@ -47,7 +48,7 @@ _THREADS = flags.DEFINE_integer("threads", len(os.sched_getaffinity(0)),
 _TF_INTER = flags.DEFINE_integer("tf_inter_op_threads", 1, "TensorFlow inter-op threads.")
 _ENV_VARIANTS = flags.DEFINE_list(
     "env_variants", ["shipped"],
-    f"Process environments to measure each stack in, of {list(runner.ENV_VARIANTS)}: "
+    f"Process environments to measure each stack in, of {list(bench_settings.ENV_VARIANTS)}: "
     "'shipped' = carjax as shipped (malloc tuning, per-model XLA options), Keras/PyTorch as "
     "users run them; 'hugepages' = Keras/PyTorch under carjax's malloc tuning; 'glibc' = carjax "
     "on glibc's defaults; 'no_xla_options' = carjax without its XLA:CPU options; "
@@ -56,7 +57,7 @@ _XLA_FLAGS = flags.DEFINE_string("xla_flags", "",
                                  "Extra XLA flags for carjax's workers (appended to XLA_FLAGS).")
 _JAX_PLATFORMS = flags.DEFINE_string("jax_platforms", "cpu",
                                      "JAX_PLATFORMS of carjax's workers ('' = jax's default).")
-_DATA = flags.DEFINE_string("data", runner.default_data_dir(),
+_DATA = flags.DEFINE_string("data", bench_settings.default_data_dir(),
                             "Image folder for the pipeline and end-to-end runs ('' = skip).")
 _DATA_LIMIT = flags.DEFINE_integer("data_limit", 0, "Images per split used (0 = all).")
 _SKIP_PIPELINE = flags.DEFINE_bool("skip_pipeline", False, "Skip the input-pipeline worker.")
@@ -74,7 +75,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   command = "python -m launch.benchmark " + " ".join(shlex.quote(a) for a in sys.argv[1:])
   try:
-    settings = runner.Settings(
+    settings = bench_settings.Settings(
         models=tuple(_MODELS.value), stacks=tuple(_STACKS.value),
         torch_layouts=tuple(_TORCH_LAYOUTS.value), image_size=_IMAGE_SIZE.value,
         train_batch=_TRAIN_BATCH.value, infer_batch=_INFER_BATCH.value,
@@ -88,22 +89,7 @@ def main(argv):
   except ValueError as e:
     raise app.UsageError(str(e)) from None
   report = runner.run_benchmark(settings)
-  output = os.path.abspath(_OUTPUT.value)
-  os.makedirs(os.path.dirname(output), exist_ok=True)
-  with open(output, "w") as f:
-    jsonio.dump(report, f, indent=1)
-  print(f"Wrote {output}")
-  for model, by_metric in report["ratios"].items():
-    for metric, by_name in by_metric.items():
-      for name, r in by_name.items():
-        print(f"  {model:<20} {metric:<6} {name:<28} {r['median']:.2f}×")
-  if _MARKDOWN.value:
-    text = runner.markdown(report)
-    md_path = os.path.splitext(output)[0] + ".md"
-    with open(md_path, "w") as f:
-      f.write(text)
-    print(f"Wrote {md_path}\n")
-    print(text)
+  print(bench_report.write(report, _OUTPUT.value, with_markdown=_MARKDOWN.value))
 
 
 if __name__ == "__main__":

