@@ -16,8 +16,8 @@ Feature maps: both architectures `sow` their intermediate activations into the
 head convolution), so one `apply(..., mutable=['intermediates'])` yields every map without
 touching the models.
 
-The figures built from these numbers are the study's (`carjax.reports.gradcam`,
-`carjax.reports.model_figures`); the overlay colouring is `carjax.plotting.overlay_heatmap`.
+The figures built from these numbers are the study's (`carjax.study.gradcam_figures`,
+`carjax.study.model_figures`); the overlay colouring is `carjax.plotting.overlay_heatmap`.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.models.tiny_cnn_avgpool = tiny_cnn_variant()
     for model in c.models.values():
       model.train.num_epochs = 1
-    c.seeds = (0,)  # tests/test_study.py checks the seed fan-out on configs alone.
+    c.seeds = (0,)  # tests/test_study_runs.py checks the seed fan-out on configs alone.
   else:
     c.models.custom_cnn = custom_cnn.get_config()
     c.models.efficientnet_lite0 = efficientnet_lite0_finetune.get_config()

@@ -6,7 +6,7 @@ r"""Exports a trained model as a TensorFlow SavedModel (and TFLite) with preproc
 
 Writes <output>/saved_model/ (signatures serving_default: uint8 images [batch, H, W, 3];
 predict_bytes: encoded JPEG/PNG [batch]; metadata), class_names.txt, conventions.json and,
-with --tflite, model.tflite. See carjax/export.py.
+with --tflite, model.tflite. See carjax/export/saved_model.py.
 """
 
 import os
@@ -35,10 +35,11 @@ def main(argv):
   logging_setup.setup()
   # TensorFlow's C++ start-up chatter (CPU features, oneDNN) is not for the user; its warnings are.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  from carjax import export  # pylint: disable=g-import-not-at-top  # Needs the export extra.
-  result = export.export_model(_WORKDIR.value, _OUTPUT.value, _CHECKPOINT.value,
-                               tflite=_TFLITE.value, platforms=tuple(_PLATFORMS.value),
-                               overwrite=_OVERWRITE.value)
+  # Needs the export extra.
+  from carjax.export import saved_model  # pylint: disable=g-import-not-at-top
+  result = saved_model.export_model(_WORKDIR.value, _OUTPUT.value, _CHECKPOINT.value,
+                                    tflite=_TFLITE.value, platforms=tuple(_PLATFORMS.value),
+                                    overwrite=_OVERWRITE.value)
   logging.info("SavedModel written to %s", result.saved_model_dir)
   summary = {"saved_model": result.saved_model_dir,
              "tflite": result.tflite_path, "tflite_bytes": result.tflite_bytes,

@@ -16,7 +16,8 @@ from ml_collections import config_flags
 
 from carjax import cli
 from carjax import logging_setup
-from carjax.reports import study
+from carjax.study import report
+from carjax.study import runs
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Study config file.",
                                           lock_config=True)
@@ -28,11 +29,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging_setup.setup()
-  result = study.run_study(_CONFIG.value, _WORKDIR.value)
+  result = report.run_study(_CONFIG.value, _WORKDIR.value)
   print(f"Report: {result.html_path}")
   for name, run in result.runs.items():
     print(f"  {name}: {run.status}{' (' + run.detail + ')' if run.detail else ''}")
-  failed = [n for n, r in result.runs.items() if r.status == study.FAILED]
+  failed = [n for n, r in result.runs.items() if r.status == runs.FAILED]
   if failed or result.section_errors:
     logging.error("Failed models: %s; failed report sections: %s", failed,
                   result.section_errors)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
 from carjax.models.efficientnet import EfficientNet, efficientnet
 
 
@@ -45,6 +48,17 @@ def plain_train_step(config, model, num_classes: int, mean, std, **kwargs):
   spec = models.InputSpec(tuple(mean), tuple(std),
                           models.InputSpec.from_config(config.model).dtype)
   return setup_lib.make_steps(config, model, num_classes, input_spec=spec, **kwargs)[0]
+
+
+def smooth_images(shape, n, seed):
+  """Smooth-ish random images (real photos are not white noise), uint8."""
+  rng = np.random.default_rng(seed)
+  h, w = shape
+  base = rng.integers(0, 256, (n, max(2, h // 4), max(2, w // 4), 3)).astype(np.uint8)
+  smooth = [np.asarray(Image.fromarray(b).resize((w, h), Image.Resampling.BILINEAR))
+            for b in base]
+  noise = rng.integers(-20, 21, (n, h, w, 3))
+  return np.clip(np.stack(smooth).astype(int) + noise, 0, 255).astype(np.uint8)
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import pytest
 
 from carjax import explain
 from carjax import models
-from carjax.reports import model_figures
+from carjax.study import model_figures
 from configs import custom_cnn
 from configs import efficientnet_lite0_finetune
 from configs import study as study_config

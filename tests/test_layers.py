@@ -9,7 +9,7 @@ Floors (README, "How the code is laid out"):
   2  convert/ (foreign weight files in)
   3  train/, inference, explain (a trained model's numbers)
   4  applications: evaluation, export, the demo
-  5  the study report (reports/)
+  5  the study report (study/)
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ FLOORS = {
     "carjax.train": 3, "carjax.inference": 3, "carjax.explain": 3,
     "carjax.evaluation": 4, "carjax.export": 4, "carjax.litert": 4, "carjax.demo": 4,
     "carjax.prediction_output": 4,
-    "carjax.reports": 5,
+    "carjax.study": 5,
 }
 # Floor 1's two halves know nothing of each other.
 INDEPENDENT = (("carjax.data", "carjax.models"),)

@@ -18,7 +18,7 @@ def recording(devices, device_type=None):
   return real(devices, device_type)
 tf.config.set_visible_devices = recording
 
-import carjax.export  # The SavedModel/TFLite exporter.
+import carjax.export.saved_model  # The SavedModel/TFLite exporter.
 assert calls == [["CPU"]], calls
 from carjax.data import sources
 try:

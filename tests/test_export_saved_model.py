@@ -1,4 +1,5 @@
-"""Export: the SavedModel (and TFLite model) built by carjax.export classify like carjax.
+"""Export: the SavedModel (and TFLite model) built by `carjax.export.saved_model` classify like
+carjax.
 
 A tiny run is built directly (random but non-trivial weights and BatchNorm statistics saved
 as its 'best' checkpoint), which is much quicker than training and exercises the same path.
@@ -18,7 +19,7 @@ from PIL import Image
 tf = pytest.importorskip(
     "tensorflow", reason='the export tests need the export extra: pip install -e ".[export]"')
 
-from carjax import export  # pylint: disable=g-import-not-at-top,wrong-import-position
+from carjax.export import saved_model  # pylint: disable=g-import-not-at-top,wrong-import-position
 from carjax import litert  # pylint: disable=g-import-not-at-top,wrong-import-position
 from carjax import inference
 from carjax.data import decode
@@ -73,21 +74,10 @@ def exported(tmp_path_factory):
   root = tmp_path_factory.mktemp("export")
   workdir = write_tiny_run(str(root / "run"))
   predictor = inference.Predictor(workdir, ckpt.BEST)
-  result = export.export_model(workdir, str(root / "exported"), ckpt.BEST, tflite=True,
+  result = saved_model.export_model(workdir, str(root / "exported"), ckpt.BEST, tflite=True,
                                predictor=predictor)
   loaded = tf.saved_model.load(result.saved_model_dir)
   return predictor, result, loaded
-
-
-def _images(shape, n, seed):
-  """Smooth-ish random images (real photos are not white noise), uint8."""
-  rng = np.random.default_rng(seed)
-  h, w = shape
-  base = rng.integers(0, 256, (n, max(2, h // 4), max(2, w // 4), 3)).astype(np.uint8)
-  smooth = [np.asarray(Image.fromarray(b).resize((w, h), Image.Resampling.BILINEAR))
-            for b in base]
-  noise = rng.integers(-20, 21, (n, h, w, 3))
-  return np.clip(np.stack(smooth).astype(int) + noise, 0, 255).astype(np.uint8)
 
 
 def _carjax_probs(predictor, images):
@@ -105,7 +95,7 @@ def _tflite_runner(path, batch_shape):
 def test_saved_model_matches_predictor_at_model_size(exported):
   predictor, _, loaded = exported
   assert predictor.image_size == (24, 40) and predictor.flip_tta
-  images = _images(predictor.image_size, 6, seed=0)
+  images = helpers.smooth_images(predictor.image_size, 6, seed=0)
   expected = _softmax(predictor.logits(images))
   out = loaded.signatures["serving_default"](images=tf.constant(images))
   probs = out["probabilities"].numpy()
@@ -123,7 +113,7 @@ def test_saved_model_matches_predictor_at_model_size(exported):
 @pytest.mark.parametrize("shape", [(45, 61), (20, 27), (97, 40)])
 def test_saved_model_agrees_on_other_sizes(exported, shape):
   predictor, _, loaded = exported
-  images = _images(shape, 4, seed=shape[0])
+  images = helpers.smooth_images(shape, 4, seed=shape[0])
   expected = _carjax_probs(predictor, images)
   probs = loaded.signatures["serving_default"](images=tf.constant(images))[
       "probabilities"].numpy()
@@ -131,37 +121,17 @@ def test_saved_model_agrees_on_other_sizes(exported, shape):
   np.testing.assert_array_equal(probs.argmax(axis=1), expected.argmax(axis=1))
 
 
-@pytest.mark.parametrize("size", [32, (24, 40)])
-@pytest.mark.parametrize("mode", ["squash", "crop", "pad"])
-@pytest.mark.parametrize("shape", [(45, 61), (20, 27), (97, 40), (32, 32)])
-def test_resize_reproduces_pil_bicubic(mode, shape, size):
-  if mode == "crop" and size != 32:
-    with pytest.raises(ValueError, match="square"):
-      export.resize_images(tf.constant(_images(shape, 1, seed=3)), size, mode)
-    return
-  images = _images(shape, 2, seed=3)
-  expected = np.stack([decode.resize_to(im, size, mode) for im in images]).astype(int)
-  got = export.resize_images(
-      tf.constant(images), size, mode,
-      vertical_first_rule=export.pillow_resamples_vertically_first()).numpy()
-  assert got.shape == expected.shape
-  assert np.array_equal(got, np.round(got))  # Whole grey levels, as uint8 would be.
-  diff = np.abs(got - expected)
-  assert diff.max() <= 1, (mode, shape, diff.max())
-  assert (diff == 0).mean() >= 0.999, (mode, shape, (diff == 0).mean())
-
-
 def test_bytes_signature_decodes_like_carjax(exported):
   predictor, _, loaded = exported
   blobs, arrays = [], []
   for i, (shape, fmt) in enumerate([((24, 40), "PNG"), ((45, 61), "PNG"), ((50, 30), "JPEG")]):
-    image = _images(shape, 1, seed=10 + i)[0]
+    image = helpers.smooth_images(shape, 1, seed=10 + i)[0]
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format=fmt, quality=95)
     blobs.append(buf.getvalue())
     arrays.append(predictor.load_image(buf.getvalue()))
   # Greyscale + alpha PNG: composited onto white as carjax.data.decode does.
-  la = np.stack([_images((40, 40), 1, seed=20)[0][..., 0],
+  la = np.stack([helpers.smooth_images((40, 40), 1, seed=20)[0][..., 0],
                  np.linspace(0, 255, 1600).reshape(40, 40).astype(np.uint8)], axis=-1)
   buf = io.BytesIO()
   Image.fromarray(la, mode="LA").save(buf, format="PNG")
@@ -179,12 +149,12 @@ def test_tflite_matches_predictor(exported):
   predictor, result, _ = exported
   assert result.tflite_bytes == os.path.getsize(result.tflite_path) > 0
   assert result.tflite_select_tf_ops is False  # Builtin ops only: any LiteRT runtime works.
-  images = _images(predictor.image_size, 3, seed=5)
+  images = helpers.smooth_images(predictor.image_size, 3, seed=5)
   expected = _softmax(predictor.logits(images))
   out = _tflite_runner(result.tflite_path, images.shape)(images=images)
   np.testing.assert_allclose(out["probabilities"], expected, atol=1e-4, rtol=0)
   np.testing.assert_array_equal(out["class_index"], expected.argmax(axis=1))
-  other = _images((45, 61), 2, seed=6)
+  other = helpers.smooth_images((45, 61), 2, seed=6)
   expected = _carjax_probs(predictor, other)
   out = _tflite_runner(result.tflite_path, other.shape)(images=other)
   assert np.abs(out["probabilities"] - expected).max() < 1e-2
@@ -196,13 +166,14 @@ def test_class_names_and_conventions(exported):
   meta = loaded.signatures["metadata"]()
   assert tuple(n.decode() for n in meta["class_names"].numpy()) == CLASSES
   assert tuple(n.decode() for n in loaded.class_names.numpy()) == CLASSES
-  assert tuple(export.read_class_names(result.saved_model_dir)) == CLASSES
-  with open(os.path.join(result.output_dir, export.CLASS_NAMES_FILE)) as f:
+  assert tuple(saved_model.read_class_names(result.saved_model_dir)) == CLASSES
+  with open(os.path.join(result.output_dir, saved_model.CLASS_NAMES_FILE)) as f:
     assert tuple(f.read().splitlines()) == CLASSES
-  with open(os.path.join(result.output_dir, export.CONVENTIONS_FILE)) as f:
+  with open(os.path.join(result.output_dir, saved_model.CONVENTIONS_FILE)) as f:
     conventions = json.load(f)
   assert conventions == json.loads(meta["conventions"].numpy().decode())
-  assert os.path.exists(os.path.join(result.saved_model_dir, "assets", export.CONVENTIONS_FILE))
+  assert os.path.exists(
+      os.path.join(result.saved_model_dir, "assets", saved_model.CONVENTIONS_FILE))
   assert conventions["image_size"] == list(predictor.image_size) == [24, 40]
   assert conventions["resize_mode"] == "squash"
   assert conventions["input_mean"] == pytest.approx(list(predictor.input_spec.mean))
@@ -214,10 +185,10 @@ def test_class_names_and_conventions(exported):
 def test_export_refuses_to_overwrite(exported, tmp_path):
   predictor, result, _ = exported
   with pytest.raises(FileExistsError):
-    export.export_model("unused", result.output_dir, predictor=predictor)
+    saved_model.export_model("unused", result.output_dir, predictor=predictor)
   (tmp_path / "notes.txt").write_text("not an export")
   with pytest.raises(FileExistsError, match="refusing"):
-    export.export_model("unused", str(tmp_path), predictor=predictor, overwrite=True)
+    saved_model.export_model("unused", str(tmp_path), predictor=predictor, overwrite=True)
   assert (tmp_path / "notes.txt").exists()
 
 
@@ -235,8 +206,8 @@ def test_launcher_exports_a_workdir(exported, tmp_path):
   summary = json.loads(proc.stdout)
   assert summary["checkpoint_step"] == STEP and summary["tflite"] is None
   loaded = tf.saved_model.load(summary["saved_model"])
-  images = _images(predictor.image_size, 2, seed=7)
+  images = helpers.smooth_images(predictor.image_size, 2, seed=7)
   np.testing.assert_allclose(
       loaded.signatures["serving_default"](images=tf.constant(images))["probabilities"].numpy(),
       _softmax(predictor.logits(images)), atol=1e-4, rtol=0)
-  assert json.load(open(out / export.CONVENTIONS_FILE))["serving_platforms"] == ["cpu", "cuda"]
+  assert json.load(open(out / saved_model.CONVENTIONS_FILE))["serving_platforms"] == ["cpu", "cuda"]

@@ -1,5 +1,5 @@
-"""The study: end to end on a tiny synthetic folder (train, report, reuse on rerun, missing and
-unfinished runs), and how it gives every model the study's data section."""
+"""The study report end to end on a tiny synthetic folder: train, report, reuse on rerun, missing
+and unfinished runs."""
 
 import csv
 import json
@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from carjax.reports import study
+from carjax.study import report
+from carjax.study import runs
 from carjax import checkpoint as ckpt
 from configs import study as study_config
 from tests.conftest import REPO_ROOT, write_synthetic_folder
@@ -65,8 +66,8 @@ def test_study_end_to_end_rerun_and_missing_runs(tmp_path):
   config = _study_config(source)
   names = list(config.models)
 
-  result = study.run_study(config, str(workdir))
-  assert {n: r.status for n, r in result.runs.items()} == {n: study.TRAINED for n in names}
+  result = report.run_study(config, str(workdir))
+  assert {n: r.status for n, r in result.runs.items()} == {n: runs.TRAINED for n in names}
   assert result.section_errors == []
   _check_report(result.report_dir, names)
 
@@ -77,7 +78,7 @@ def test_study_end_to_end_rerun_and_missing_runs(tmp_path):
   for name in names:
     with open(workdir / name / "eval_best_val" / "metrics.json") as f:
       metrics = json.load(f)
-    for key, _ in study.HEADLINE_METRICS:
+    for key, _ in report.HEADLINE_METRICS:
       assert float(rows[name][key]) == metrics[key], (name, key)
     assert int(rows[name]["parameters"]) > 0
     assert float(rows[name]["inference_ms_per_image"]) > 0
@@ -111,76 +112,12 @@ def test_study_end_to_end_rerun_and_missing_runs(tmp_path):
   config.unlock()
   config.models.not_trained_yet = study_config.tiny_cnn_variant()
   config.lock()
-  result = study.run_study(config, str(workdir))
+  result = report.run_study(config, str(workdir))
   statuses = {n: r.status for n, r in result.runs.items()}
-  assert statuses == {names[0]: study.REUSED, unfinished: study.UNFINISHED,
-                      "not_trained_yet": study.MISSING}
+  assert statuses == {names[0]: runs.REUSED, unfinished: runs.UNFINISHED,
+                      "not_trained_yet": runs.MISSING}
   assert "epoch 1 of 5" in result.runs[unfinished].detail
   assert not (workdir / "not_trained_yet").exists()
   assert result.section_errors == []
   markdown = _check_report(result.report_dir, names)
   assert "not_trained_yet (missing" in markdown
-
-
-# ----------------------------------------------------------------------------- plumbing
-
-
-def test_model_configs_apply_the_shared_data_section():
-  config = study_config.get_config("tiny")
-  config.data.source = "folder:/somewhere"
-  config.data.eval_split = "test"
-  configs = study.model_configs(config)
-  assert set(configs) == set(config.models)
-  for model_config in configs.values():
-    assert model_config.data.source == "folder:/somewhere"
-    assert model_config.data.eval_split == "test"
-    assert model_config.data.image_size == (32, 32)  # Model-specific fields stay the model's.
-  assert config.models.tiny_cnn.data.source == ""  # The study config itself is untouched.
-
-
-# ------------------------------------------------------------------- seeds and headline
-
-
-def test_every_model_runs_once_per_seed():
-  config = study_config.get_config("tiny")
-  config.unlock()
-  config.seeds = (3, 7)
-  configs = study.model_configs(config)
-  assert list(configs) == ["tiny_cnn", "tiny_cnn_seed7", "tiny_cnn_avgpool",
-                           "tiny_cnn_avgpool_seed7"]
-  assert [c.seed for c in configs.values()] == [3, 7, 3, 7]
-  assert study.model_of_run("tiny_cnn_avgpool_seed7", config.models) == "tiny_cnn_avgpool"
-  assert study.model_of_run("tiny_cnn_seed7", config.models) == "tiny_cnn"
-  # Only the seed differs between a model's runs.
-  a, b = configs["tiny_cnn"].to_dict(), configs["tiny_cnn_seed7"].to_dict()
-  assert {k for k in a if a[k] != b[k]} == {"seed"}
-
-
-def test_headline_aggregates_seeds_and_writes_conclusions(tmp_path):
-  from carjax.reports import headline
-  runs = {"cnn": [{"accuracy": 0.70, "count": 779}, {"accuracy": 0.74, "count": 779}],
-          "lite0": [{"accuracy": 0.86, "count": 779, "accuracy_ci95": [0.83, 0.88]}]}
-  summary = headline.over_seeds(runs["cnn"], "accuracy")
-  assert (round(summary.mean, 6), summary.low, summary.high, summary.seeds) == (0.72, 0.70,
-                                                                               0.74, 2)
-  assert str(summary) == "0.720 (0.700–0.740, 2 seeds)"
-  assert headline.with_interval(runs["lite0"][0], "accuracy") == "0.860 [0.830, 0.880]"
-  lo, hi = headline.interval_of(runs["cnn"][0], "accuracy")  # Wilson from the count.
-  assert lo < 0.70 < hi and hi - lo < 0.07
-  for name, right in (("a", [1] * 60 + [0] * 40), ("b", [1] * 40 + [0] * 60)):
-    (tmp_path / name).mkdir()
-    with open(tmp_path / name / "predictions.csv", "w") as f:
-      f.write("file,true,predicted,confidence,correct\n")
-      f.writelines(f"img{i}.jpg,A,A,0.9,{c}\n" for i, c in enumerate(right))
-  n, p = headline.paired_test(str(tmp_path / "a"), str(tmp_path / "b"))
-  assert n == 100 and p < 1e-4
-  text = headline.conclusions(
-      runs, test_split="val", chosen_on="dev", paired=("lite0", "cnn", (n, p)),
-      references={"Keras CNN": {"metric": "accuracy", "value": 0.53}},
-      minutes={"cnn": 50.0, "lite0": None})
-  assert text[0].startswith("**lite0** classifies 86.0%")
-  assert "lite0 leads cnn by 14.0 accuracy points" in text[2]
-  assert "clear" in text[2]
-  assert any("Keras CNN" in line and "0.53" in line for line in text)
-  assert any("chosen on the dev split" in line for line in text)
-  assert any("single seed" in line for line in text)  # lite0 has only one.

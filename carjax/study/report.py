@@ -1,28 +1,18 @@
 """The study in one command: train (or reuse) every model, evaluate alike, write one report.
 
-`run_study(config, workdir)` (config: `configs/study.py`) gives each model named in
-`config.models` the study's shared `data` section, then per model, in `workdir/<name>/`:
-
-  * a finished run (last checkpoint at its final epoch, evaluated) is reused as it is: only
-    its evaluation on the study's held-out split is (re)computed if missing or stale;
-  * otherwise, with `config.train_missing`, `carjax.train.loop.train` trains or resumes it;
-  * otherwise an unfinished run is reported with its best checkpoint so far, and a model
-    without any checkpoint is listed as missing. Nothing missing stops the report.
-
-The report goes to `workdir/report/`: `report.md`, `report.html` (the same content, figures
-inline), `figures/*.png` and `tables/*.csv`. Figures and tables are rebuilt on every call
-(cheap next to training); the runs' checkpoints and evaluations are only read.
+`run_study(config, workdir)` (config: `configs/study.py`) prepares one run per model and seed
+in `workdir/<name>/` (`carjax.study.runs`: reused, trained or resumed, or listed as missing),
+then writes the report to `workdir/report/`: `report.md`, `report.html` (the same content,
+figures inline), `figures/*.png` and `tables/*.csv`. Figures and tables are rebuilt on every
+call (cheap next to training); the runs' checkpoints and evaluations are only read.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import dataclasses
-import json
 import os
 import shutil
-import time
 import traceback
 from typing import Any, Callable
 
@@ -31,52 +21,29 @@ import jax
 import ml_collections
 import numpy as np
 
-from carjax.evaluation import evaluate as evaluate_lib
 from carjax.inference import Predictor
 from carjax import explain
-from carjax.reports import data_figures
-from carjax.reports import gradcam
-from carjax.reports import headline
-from carjax.reports import model_figures
-from carjax.reports import recipes
-from carjax.reports import results_figures
-from carjax.reports import training_figures
-from carjax.reports.report_writer import Report
+from carjax.study import data_figures
+from carjax.study import gradcam_figures
+from carjax.study import headline
+from carjax.study import model_figures
+from carjax.study import recipes
+from carjax.study import results_figures
+from carjax.study import training_figures
+from carjax.study.measure import measure
+from carjax.study.report_writer import Report
+from carjax.study.runs import (ModelRun, headline_model, model_configs, prepare_run,
+                               short_error, train_seconds_of)
 from carjax import checkpoint as ckpt
 from carjax import workdir as workdir_lib
 from carjax.data import loading
-from carjax.train import rerun
-from carjax.train import loop
 
-TRAINED, REUSED, UNFINISHED, MISSING, FAILED = (
-    "trained", "reused", "unfinished", "missing", "failed")
-# Evaluation files a reusable `eval_best_<split>/` folder must hold.
-_EVAL_FILES = ("metrics.json", "per_class.csv", "confusion_matrix.csv", "predictions.csv")
-# Config fields that do not change what a run learns, ignored when comparing configs.
-_IRRELEVANT_FIELDS = ("data.cache_dir", "data.num_workers", "train.log_every_steps",
-                      "eval.batch_size", "init.resume_from", "model.pretrained")
 # Headline metrics of the comparison table: (metrics.json key, column title).
 HEADLINE_METRICS = (
     ("accuracy", "accuracy"), ("weighted_precision", "weighted precision"),
     ("balanced_accuracy", "balanced accuracy"), ("macro_f1", "macro F1"),
     ("weighted_f1", "weighted F1"), ("top3_accuracy", "top-3 accuracy"))
 _WITH_INTERVALS = {k for k, _ in headline.INTERVAL_METRICS}
-
-
-@dataclasses.dataclass
-class ModelRun:
-  """One model of the study: where its run is, what happened to it, its evaluation."""
-
-  name: str
-  workdir: str
-  status: str  # TRAINED, REUSED, UNFINISHED, MISSING or FAILED.
-  detail: str = ""
-  eval_dir: str | None = None
-  metrics: dict[str, Any] | None = None  # eval_best_<split>/metrics.json
-
-  @property
-  def evaluated(self) -> bool:
-    return self.metrics is not None
 
 
 @dataclasses.dataclass
@@ -87,171 +54,6 @@ class StudyResult:
   runs: dict[str, ModelRun]
   # Report sections that raised (each logged with its traceback): the rest was written.
   section_errors: list[str]
-
-
-# ----------------------------------------------------------------------------- runs
-
-
-def model_configs(study_config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
-  """{run name: its config with the study's `data` fields copied over the model's own}.
-
-  Each model runs once per seed of `study_config.seeds`: the first seed's run is named after
-  the model, the others `<model>_seed<k>` (only `config.seed` differs: initialisation,
-  batch order, augmentation and dropout; the data split stays the study's)."""
-  seeds = tuple(study_config.get("seeds", ())) or (None,)
-  configs = {}
-  for name, model_config in study_config.models.items():
-    config = copy.deepcopy(model_config)
-    for key, value in study_config.data.items():
-      if key not in config.data:
-        raise KeyError(f"config.data.{key} of the study is not a field of model {name!r}'s "
-                       f"data section")
-      config.data[key] = value
-    for i, seed in enumerate(seeds):
-      run_config = copy.deepcopy(config)
-      if seed is not None:
-        run_config.seed = int(seed)
-      configs[name if i == 0 else f"{name}_seed{seed}"] = run_config
-  return configs
-
-
-def model_of_run(run_name: str, model_names) -> str:
-  """The model a run belongs to ('custom_cnn_seed1' → 'custom_cnn')."""
-  for name in sorted(model_names, key=len, reverse=True):
-    if run_name == name or run_name.startswith(f"{name}_seed"):
-      return name
-  return run_name
-
-
-def config_differences(wanted: ml_collections.ConfigDict,
-                       actual: ml_collections.ConfigDict) -> list[str]:
-  """Fields (other than bookkeeping ones) where a run's config differs from the study's."""
-  a, b = rerun.flat_config(wanted), rerun.flat_config(actual)
-  keys = sorted(set(a) | set(b))
-  return [k for k in keys if a.get(k) != b.get(k) and k not in _IRRELEVANT_FIELDS]
-
-
-def _evaluation_is_current(eval_dir: str, best_step: int) -> bool:
-  if not all(os.path.exists(os.path.join(eval_dir, f)) for f in _EVAL_FILES):
-    return False
-  with open(os.path.join(eval_dir, "metrics.json")) as f:
-    return json.load(f).get("step") == best_step
-
-
-def ensure_evaluation(workdir: str, split: str) -> tuple[str, dict[str, Any]]:
-  """(eval folder, metrics) of the best checkpoint on `split`, evaluating only if the folder
-  is missing or belongs to an older best checkpoint."""
-  meta = ckpt.read_meta(workdir, ckpt.BEST)
-  if meta is None:
-    raise FileNotFoundError(f"no best checkpoint in {workdir}")
-  eval_dir = workdir_lib.eval_dir(workdir, ckpt.BEST, split)
-  if not _evaluation_is_current(eval_dir, meta.get("step")):
-    logging.info("Evaluating the best checkpoint of %s on %s.", workdir, split)
-    evaluate_lib.evaluate_workdir(workdir, ckpt.BEST, split=split)
-  with open(os.path.join(eval_dir, "metrics.json")) as f:
-    return eval_dir, json.load(f)
-
-
-def prepare_run(name: str, config: ml_collections.ConfigDict, workdir: str,
-                train_missing: bool,
-                train_fn: Callable[[ml_collections.ConfigDict, str], Any] | None = None
-                ) -> ModelRun:
-  """Reuses, trains/resumes or reports as missing one model's run (see the module doc)."""
-  train_fn = train_fn or loop.train
-  split = config.data.eval_split
-  progress = workdir_lib.run_progress(workdir)
-  notes = []
-  if progress is not None:
-    differences = config_differences(config, progress["config"])
-    if differences:
-      notes.append("its config differs from the study's in " + ", ".join(differences[:8]) +
-                   (" …" if len(differences) > 8 else ""))
-  try:
-    if progress is not None and progress["finished"]:
-      status = REUSED
-      epochs = progress["num_epochs"]
-      notes.insert(0, f"finished run reused ({epochs} epoch{'s' if epochs != 1 else ''})")
-    elif train_missing:
-      logging.info("Study: training %s in %s.", name, workdir)
-      train_fn(config, workdir)
-      status = TRAINED
-      notes = ["resumed and finished by this study" if progress else "trained by this study"]
-    elif progress is not None and os.path.isdir(ckpt.checkpoint_dir(workdir, ckpt.BEST)):
-      status = UNFINISHED
-      notes.insert(0, f"training unfinished (epoch {progress['epoch']} of "
-                      f"{progress['num_epochs']}): its best checkpoint so far is reported")
-    else:
-      reason = ("no checkpoint yet" if os.path.isdir(workdir) else "no run in the workdir")
-      return ModelRun(name, workdir, MISSING,
-                      f"{reason}, and config.train_missing is False")
-    eval_dir, metrics = ensure_evaluation(workdir, split)
-  except KeyboardInterrupt:
-    raise
-  except Exception as e:  # pylint: disable=broad-except
-    logging.exception("Study: model %s failed.", name)
-    return ModelRun(name, workdir, FAILED, _short_error(e))
-  return ModelRun(name, workdir, status, "; ".join(notes), eval_dir, metrics)
-
-
-# ---------------------------------------------------------------------- measurements
-
-
-def count_parameters(variables) -> int:
-  return int(sum(np.size(x) for x in jax.tree.leaves(variables.get("params", {}))))
-
-
-def directory_bytes(path: str) -> int:
-  total = 0
-  for root, _, files in os.walk(path, followlinks=True):
-    total += sum(os.path.getsize(os.path.join(root, f)) for f in files
-                 if os.path.isfile(os.path.join(root, f)))
-  return total
-
-
-def inference_ms_per_image(predictor: Predictor, batch_size: int, repeats: int) -> float:
-  """Median wall time of one warm batch of `batch_size` images, per image, in ms."""
-  height, width = predictor.image_size
-  images = np.random.default_rng(0).integers(0, 256, (batch_size, height, width, 3), np.uint8)
-  predictor.logits(images, batch_size)  # Compiles and warms up.
-  times = []
-  for _ in range(max(1, repeats)):
-    start = time.perf_counter()
-    predictor.logits(images, batch_size)
-    times.append(time.perf_counter() - start)
-  return float(np.median(times)) * 1000.0 / batch_size
-
-
-@dataclasses.dataclass
-class ModelFacts:
-  """What the comparison table says about one evaluated model besides its metrics."""
-
-  parameters: int
-  checkpoint_bytes: int
-  train_seconds: float | None
-  train_images_per_s: float | None
-  inference_ms_per_image: float
-
-
-def train_seconds_of(workdir: str, metrics: dict[str, Any] | None = None) -> float | None:
-  """The run's training time from its last checkpoint, else from an evaluation's metrics."""
-  seconds = (workdir_lib.run_progress(workdir) or {}).get("train_seconds")
-  if seconds is None and metrics is not None:
-    seconds = metrics.get("train_seconds")
-  return seconds
-
-
-def measure(run: ModelRun, predictor: Predictor, report_config) -> ModelFacts:
-  return ModelFacts(
-      parameters=count_parameters(predictor.variables),
-      checkpoint_bytes=directory_bytes(ckpt.checkpoint_dir(run.workdir, ckpt.BEST)),
-      train_seconds=train_seconds_of(run.workdir, run.metrics),
-      train_images_per_s=training_figures.median_train_images_per_s(
-          workdir_lib.read_metric_lines(run.workdir)),
-      inference_ms_per_image=inference_ms_per_image(
-          predictor, report_config.inference_batch_size, report_config.inference_repeats))
-
-
-# --------------------------------------------------------------------------- report
 
 
 def _fmt(value, digits: int = 4) -> str:
@@ -308,8 +110,8 @@ class _ReportBuilder:
       build()
     except Exception as e:  # pylint: disable=broad-except
       logging.error("Report section %r failed:\n%s", title, traceback.format_exc())
-      self.section_errors.append(f"{title}: {_short_error(e)}")
-      self.report.paragraph(f"**This section could not be built** ({_short_error(e)}); "
+      self.section_errors.append(f"{title}: {short_error(e)}")
+      self.report.paragraph(f"**This section could not be built** ({short_error(e)}); "
                             "the log has the traceback.")
 
   def predictor(self, run: ModelRun) -> Predictor:
@@ -593,8 +395,8 @@ class _ReportBuilder:
         f"gradient of the {target} make's score, keeps the positive evidence and overlays it "
         "on the photo each model saw (✓ correct, ✗ wrong; the confidence in brackets). "
         f"Feature map used: {'; '.join(layers)}.")
-    self.add_figure(gradcam.plot_gradcam_grid(true_names, columns,
-                                              self.figure_path("gradcam.png"), target),
+    self.add_figure(gradcam_figures.plot_gradcam_grid(true_names, columns,
+                                                      self.figure_path("gradcam.png"), target),
                     "Grad-CAM heat maps of held-out photos, the models side by side.")
 
   def build(self) -> StudyResult:
@@ -615,16 +417,6 @@ class _ReportBuilder:
       self.guarded("Grad-CAM", self.gradcam_section)
     md_path, html_path = self.report.write(self.report_dir)
     return StudyResult(self.report_dir, md_path, html_path, self.runs, self.section_errors)
-
-
-def headline_model(run_name: str, study_config) -> str:
-  return model_of_run(run_name, list(study_config.models))
-
-
-def _short_error(error: Exception, limit: int = 300) -> str:
-  """'Type: message' cut to `limit` characters (orbax's messages list every array)."""
-  text = f"{type(error).__name__}: {error}"
-  return text if len(text) <= limit else text[:limit] + " … (the log has it all)"
 
 
 def _round_robin(records, num_classes: int, count: int, seed: int) -> list:

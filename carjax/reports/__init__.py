@@ -1,1 +1,0 @@
-"""Figures and reports: plots of data, training curves, metrics and model internals."""

@@ -1,0 +1,172 @@
+"""The runs a study reports on: one per model and seed, each reused, trained or found missing.
+
+`model_configs(study_config)` gives each model named in `config.models` the study's shared
+`data` section (one run per seed); `prepare_run` then decides, per run in `workdir/<name>/`:
+
+  * a finished run (last checkpoint at its final epoch, evaluated) is reused as it is: only
+    its evaluation on the study's held-out split is (re)computed if missing or stale;
+  * otherwise, with `config.train_missing`, `carjax.train.loop.train` trains or resumes it;
+  * otherwise an unfinished run is reported with its best checkpoint so far, and a model
+    without any checkpoint is listed as missing. Nothing missing stops the report.
+
+The runs' checkpoints and evaluations are only read, except for the evaluation it (re)computes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+from typing import Any, Callable
+
+from absl import logging
+import ml_collections
+
+from carjax.evaluation import evaluate as evaluate_lib
+from carjax import checkpoint as ckpt
+from carjax import workdir as workdir_lib
+from carjax.train import rerun
+from carjax.train import loop
+
+TRAINED, REUSED, UNFINISHED, MISSING, FAILED = (
+    "trained", "reused", "unfinished", "missing", "failed")
+# Evaluation files a reusable `eval_best_<split>/` folder must hold.
+_EVAL_FILES = ("metrics.json", "per_class.csv", "confusion_matrix.csv", "predictions.csv")
+# Config fields that do not change what a run learns, ignored when comparing configs.
+_IRRELEVANT_FIELDS = ("data.cache_dir", "data.num_workers", "train.log_every_steps",
+                      "eval.batch_size", "init.resume_from", "model.pretrained")
+
+
+@dataclasses.dataclass
+class ModelRun:
+  """One model of the study: where its run is, what happened to it, its evaluation."""
+
+  name: str
+  workdir: str
+  status: str  # TRAINED, REUSED, UNFINISHED, MISSING or FAILED.
+  detail: str = ""
+  eval_dir: str | None = None
+  metrics: dict[str, Any] | None = None  # eval_best_<split>/metrics.json
+
+  @property
+  def evaluated(self) -> bool:
+    return self.metrics is not None
+
+
+def model_configs(study_config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+  """{run name: its config with the study's `data` fields copied over the model's own}.
+
+  Each model runs once per seed of `study_config.seeds`: the first seed's run is named after
+  the model, the others `<model>_seed<k>` (only `config.seed` differs: initialisation,
+  batch order, augmentation and dropout; the data split stays the study's)."""
+  seeds = tuple(study_config.get("seeds", ())) or (None,)
+  configs = {}
+  for name, model_config in study_config.models.items():
+    config = copy.deepcopy(model_config)
+    for key, value in study_config.data.items():
+      if key not in config.data:
+        raise KeyError(f"config.data.{key} of the study is not a field of model {name!r}'s "
+                       f"data section")
+      config.data[key] = value
+    for i, seed in enumerate(seeds):
+      run_config = copy.deepcopy(config)
+      if seed is not None:
+        run_config.seed = int(seed)
+      configs[name if i == 0 else f"{name}_seed{seed}"] = run_config
+  return configs
+
+
+def model_of_run(run_name: str, model_names) -> str:
+  """The model a run belongs to ('custom_cnn_seed1' → 'custom_cnn')."""
+  for name in sorted(model_names, key=len, reverse=True):
+    if run_name == name or run_name.startswith(f"{name}_seed"):
+      return name
+  return run_name
+
+
+def config_differences(wanted: ml_collections.ConfigDict,
+                       actual: ml_collections.ConfigDict) -> list[str]:
+  """Fields (other than bookkeeping ones) where a run's config differs from the study's."""
+  a, b = rerun.flat_config(wanted), rerun.flat_config(actual)
+  keys = sorted(set(a) | set(b))
+  return [k for k in keys if a.get(k) != b.get(k) and k not in _IRRELEVANT_FIELDS]
+
+
+def _evaluation_is_current(eval_dir: str, best_step: int) -> bool:
+  if not all(os.path.exists(os.path.join(eval_dir, f)) for f in _EVAL_FILES):
+    return False
+  with open(os.path.join(eval_dir, "metrics.json")) as f:
+    return json.load(f).get("step") == best_step
+
+
+def ensure_evaluation(workdir: str, split: str) -> tuple[str, dict[str, Any]]:
+  """(eval folder, metrics) of the best checkpoint on `split`, evaluating only if the folder
+  is missing or belongs to an older best checkpoint."""
+  meta = ckpt.read_meta(workdir, ckpt.BEST)
+  if meta is None:
+    raise FileNotFoundError(f"no best checkpoint in {workdir}")
+  eval_dir = workdir_lib.eval_dir(workdir, ckpt.BEST, split)
+  if not _evaluation_is_current(eval_dir, meta.get("step")):
+    logging.info("Evaluating the best checkpoint of %s on %s.", workdir, split)
+    evaluate_lib.evaluate_workdir(workdir, ckpt.BEST, split=split)
+  with open(os.path.join(eval_dir, "metrics.json")) as f:
+    return eval_dir, json.load(f)
+
+
+def prepare_run(name: str, config: ml_collections.ConfigDict, workdir: str,
+                train_missing: bool,
+                train_fn: Callable[[ml_collections.ConfigDict, str], Any] | None = None
+                ) -> ModelRun:
+  """Reuses, trains/resumes or reports as missing one model's run (see the module doc)."""
+  train_fn = train_fn or loop.train
+  split = config.data.eval_split
+  progress = workdir_lib.run_progress(workdir)
+  notes = []
+  if progress is not None:
+    differences = config_differences(config, progress["config"])
+    if differences:
+      notes.append("its config differs from the study's in " + ", ".join(differences[:8]) +
+                   (" …" if len(differences) > 8 else ""))
+  try:
+    if progress is not None and progress["finished"]:
+      status = REUSED
+      epochs = progress["num_epochs"]
+      notes.insert(0, f"finished run reused ({epochs} epoch{'s' if epochs != 1 else ''})")
+    elif train_missing:
+      logging.info("Study: training %s in %s.", name, workdir)
+      train_fn(config, workdir)
+      status = TRAINED
+      notes = ["resumed and finished by this study" if progress else "trained by this study"]
+    elif progress is not None and os.path.isdir(ckpt.checkpoint_dir(workdir, ckpt.BEST)):
+      status = UNFINISHED
+      notes.insert(0, f"training unfinished (epoch {progress['epoch']} of "
+                      f"{progress['num_epochs']}): its best checkpoint so far is reported")
+    else:
+      reason = ("no checkpoint yet" if os.path.isdir(workdir) else "no run in the workdir")
+      return ModelRun(name, workdir, MISSING,
+                      f"{reason}, and config.train_missing is False")
+    eval_dir, metrics = ensure_evaluation(workdir, split)
+  except KeyboardInterrupt:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    logging.exception("Study: model %s failed.", name)
+    return ModelRun(name, workdir, FAILED, short_error(e))
+  return ModelRun(name, workdir, status, "; ".join(notes), eval_dir, metrics)
+
+def train_seconds_of(workdir: str, metrics: dict[str, Any] | None = None) -> float | None:
+  """The run's training time from its last checkpoint, else from an evaluation's metrics."""
+  seconds = (workdir_lib.run_progress(workdir) or {}).get("train_seconds")
+  if seconds is None and metrics is not None:
+    seconds = metrics.get("train_seconds")
+  return seconds
+
+
+def headline_model(run_name: str, study_config) -> str:
+  return model_of_run(run_name, list(study_config.models))
+
+
+def short_error(error: Exception, limit: int = 300) -> str:
+  """'Type: message' cut to `limit` characters (orbax's messages list every array)."""
+  text = f"{type(error).__name__}: {error}"
+  return text if len(text) <= limit else text[:limit] + " … (the log has it all)"

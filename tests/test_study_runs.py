@@ -1,0 +1,35 @@
+"""The study's runs: every model gets the study's data section, once per seed."""
+
+from carjax.study import runs
+from configs import study as study_config
+
+
+def test_model_configs_apply_the_shared_data_section():
+  config = study_config.get_config("tiny")
+  config.data.source = "folder:/somewhere"
+  config.data.eval_split = "test"
+  configs = runs.model_configs(config)
+  assert set(configs) == set(config.models)
+  for model_config in configs.values():
+    assert model_config.data.source == "folder:/somewhere"
+    assert model_config.data.eval_split == "test"
+    assert model_config.data.image_size == (32, 32)  # Model-specific fields stay the model's.
+  assert config.models.tiny_cnn.data.source == ""  # The study config itself is untouched.
+
+
+# ------------------------------------------------------------------------------ seeds
+
+
+def test_every_model_runs_once_per_seed():
+  config = study_config.get_config("tiny")
+  config.unlock()
+  config.seeds = (3, 7)
+  configs = runs.model_configs(config)
+  assert list(configs) == ["tiny_cnn", "tiny_cnn_seed7", "tiny_cnn_avgpool",
+                           "tiny_cnn_avgpool_seed7"]
+  assert [c.seed for c in configs.values()] == [3, 7, 3, 7]
+  assert runs.model_of_run("tiny_cnn_avgpool_seed7", config.models) == "tiny_cnn_avgpool"
+  assert runs.model_of_run("tiny_cnn_seed7", config.models) == "tiny_cnn"
+  # Only the seed differs between a model's runs.
+  a, b = configs["tiny_cnn"].to_dict(), configs["tiny_cnn_seed7"].to_dict()
+  assert {k for k in a if a[k] != b[k]} == {"seed"}
