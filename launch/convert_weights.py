@@ -9,7 +9,6 @@ See carjax/convert/converters.py for the sources and carjax/checkpoint.py (save_
 the output layout.
 """
 
-from absl import app
 from absl import flags
 from absl import logging
 

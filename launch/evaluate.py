@@ -10,12 +10,11 @@ Writes metrics.json, per_class.csv, confusion_matrix.{csv,png} and predictions.c
 
 from absl import app
 from absl import flags
-from absl import logging  # pylint: disable=unused-import
 from carjax import cli
 from carjax import jsonio
 from carjax import logging_setup
 
-from carjax.evaluation import evaluate
+from carjax import evaluation
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir.")
 _CHECKPOINT = flags.DEFINE_enum("checkpoint", "best", ["best", "last"], "Which checkpoint.")
@@ -48,7 +47,7 @@ def main(argv):
   if _SPLIT.value and _FOLDER.value:
     raise app.UsageError("Give --split or --folder, not both.")
   logging_setup.setup()
-  summary = evaluate.evaluate_workdir(_WORKDIR.value, _CHECKPOINT.value, split=_SPLIT.value,
+  summary = evaluation.evaluate_workdir(_WORKDIR.value, _CHECKPOINT.value, split=_SPLIT.value,
                                       folder=_FOLDER.value, output_dir=_OUTPUT.value,
                                       flip_tta=_FLIP_TTA.value, image_size=_image_size())
   print(jsonio.dumps(summary, indent=2))

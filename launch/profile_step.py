@@ -15,7 +15,6 @@ import json
 import shlex
 import sys
 
-from absl import app
 from absl import flags
 
 from carjax import cli

@@ -23,7 +23,7 @@ from carjax import cli
 from carjax import distributed
 from carjax import logging_setup
 from carjax.convert import weights_cache
-from carjax.evaluation import evaluate
+from carjax import evaluation
 from carjax.train import loop
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -56,7 +56,7 @@ def main(argv):
   except weights_cache.PretrainedWeightsError as e:  # Raised before any data is read.
     print(f"error: {e}", file=sys.stderr)
     return 2
-  evaluate.evaluate_trained(trained)
+  evaluation.evaluate_trained(trained)
 
 
 if __name__ == "__main__":

@@ -63,9 +63,9 @@ def smooth_images(shape, n, seed):
 
 def train_and_evaluate(config, workdir: str) -> dict[str, Any]:
   """What `launch.train` does: train, then evaluate the best checkpoint."""
-  from carjax.evaluation import evaluate  # pylint: disable=g-import-not-at-top
+  from carjax import evaluation  # pylint: disable=g-import-not-at-top
   from carjax.train import loop  # pylint: disable=g-import-not-at-top
-  return evaluate.evaluate_trained(loop.train(config, workdir))
+  return evaluation.evaluate_trained(loop.train(config, workdir))
 
 
 def bench_record(seconds, images_per_step, steps=1):

@@ -12,7 +12,6 @@ import csv
 import io
 import json
 import os
-import pathlib
 import re
 import shutil
 import socket
@@ -28,7 +27,7 @@ import pytest
 from carjax import inference
 from carjax import explain
 from carjax import plotting
-from carjax.evaluation import evaluate
+from carjax import evaluation
 from tests.conftest import REPO_ROOT
 from tests.tiny_run import train_tiny_run
 
@@ -215,9 +214,9 @@ def _confidences(eval_dir):
 
 def test_evaluate_with_flip_tta_and_another_size_writes_beside_the_run_s_own(tiny_run):
   workdir, _ = tiny_run
-  own = evaluate.evaluate_workdir(workdir, split="val")
-  single = evaluate.evaluate_workdir(workdir, split="val", image_size=(24, 48))
-  flip = evaluate.evaluate_workdir(workdir, split="val", flip_tta=True, image_size=(24, 48))
+  own = evaluation.evaluate_workdir(workdir, split="val")
+  single = evaluation.evaluate_workdir(workdir, split="val", image_size=(24, 48))
+  flip = evaluation.evaluate_workdir(workdir, split="val", flip_tta=True, image_size=(24, 48))
   assert (own["flip_tta"], single["flip_tta"], flip["flip_tta"]) == (False, False, True)
   assert flip["image_size"] == single["image_size"] == [24, 48] != own["image_size"]
   with open(os.path.join(workdir, "eval_best_val", "metrics.json")) as f:

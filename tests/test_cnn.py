@@ -1,6 +1,5 @@
 """The custom CNN: output shapes, pinned parameter counts, feature maps, dtype."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest

@@ -21,7 +21,6 @@ import pytest
 from jax.test_util import check_grads
 
 from tests.reference import mathematics as M
-from carjax.models import cnn as cnn_module
 from carjax.models.cnn import CustomCNN
 
 F64 = dict(rtol=1e-10, atol=1e-10)

@@ -470,11 +470,11 @@ def test_symlinks_never_leave_the_class_folder_nor_repeat_files(tmp_path, caplog
 
 
 def test_evaluate_folder_refuses_training_images(reference, cars):
-  from carjax.evaluation import evaluate
+  from carjax import evaluation
   with pytest.raises(errors.DataError, match="holds a training split"):
-    evaluate.evaluate_workdir(str(reference), folder=str(cars))
+    evaluation.evaluate_workdir(str(reference), folder=str(cars))
   with pytest.raises(errors.DataError, match="images of the run's training split"):
-    evaluate.evaluate_workdir(str(reference), folder=str(cars / "train"))
+    evaluation.evaluate_workdir(str(reference), folder=str(cars / "train"))
 
 
 # ----------------------------------------------------------------------------- launchers

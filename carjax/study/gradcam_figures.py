@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numpy as np
 
 from carjax import plotting
 from carjax.plotting import plt

@@ -68,10 +68,6 @@ class Report:
     """`path` relative to the report folder (where report.md lives)."""
     self.blocks.append(Block("figure", path=path, text=caption))
 
-  @property
-  def figure_paths(self) -> list[str]:
-    return [b.path for b in self.blocks if b.kind == "figure"]
-
   def to_markdown(self) -> str:
     out = [f"# {self.title}", ""]
     for b in self.blocks:

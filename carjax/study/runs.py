@@ -23,7 +23,7 @@ from typing import Any, Callable
 from absl import logging
 import ml_collections
 
-from carjax.evaluation import evaluate as evaluate_lib
+from carjax import evaluation
 from carjax import checkpoint as ckpt
 from carjax import workdir as workdir_lib
 from carjax.train import rerun
@@ -109,7 +109,7 @@ def ensure_evaluation(workdir: str, split: str) -> tuple[str, dict[str, Any]]:
   eval_dir = workdir_lib.eval_dir(workdir, ckpt.BEST, split)
   if not _evaluation_is_current(eval_dir, meta.get("step")):
     logging.info("Evaluating the best checkpoint of %s on %s.", workdir, split)
-    evaluate_lib.evaluate_workdir(workdir, ckpt.BEST, split=split)
+    evaluation.evaluate_workdir(workdir, ckpt.BEST, split=split)
   with open(os.path.join(eval_dir, "metrics.json")) as f:
     return eval_dir, json.load(f)
 

@@ -4,7 +4,7 @@ The set-up (model, optimiser, mesh, shardings, jitted steps) and the resume orde
 `carjax.train.setup`'s; this module only loops: training windows, the per-epoch evaluation,
 `last` and `best` checkpoints and the NaN guard. Data order and augmentation are pure
 functions of (seed, step), so a resumed run reproduces an uninterrupted one. The final
-evaluation of the best checkpoint is the caller's (`carjax.evaluation.evaluate.evaluate_trained`,
+evaluation of the best checkpoint is the caller's (`carjax.evaluation.evaluate_trained`,
 which `launch/train.py` runs after training).
 """
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 
 import flax.traverse_util
-import jax
 import jax.numpy as jnp
 import ml_collections
 import optax

@@ -1,1 +1,0 @@
-"""Evaluation: metrics from logits, and evaluating a workdir's checkpoint on any split."""
