@@ -56,8 +56,8 @@ import tqdm
 
 from carjax import extras
 from carjax.data import decode
-from carjax.data.sources import (TEST, TRAIN, VAL, seeded_rng,
-                                 stratified_split)
+from carjax.data.splits import (TEST, TRAIN, VAL, seeded_rng,
+                                stratified_split)
 
 LAYOUTS = ("auto", "kaggle", "huggingface", "devkit")
 TWO_WORD_MAKES = ("AM General", "Aston Martin", "Land Rover")
