@@ -21,6 +21,7 @@ from carjax import workdir as workdir_lib
 from carjax.data import cache as cache_lib
 from carjax.data import loading
 from carjax.data import sources
+from carjax.data import splits
 from carjax.errors import DataError
 from carjax import metrics as metrics_lib
 from carjax.inference import Predictor
@@ -32,7 +33,7 @@ def _check_not_training_data(folder: str, source, predictor: Predictor) -> None:
   """Refuses a folder that holds a train split or any of the run's training images: its
   figures would mix seen images into a held-out evaluation."""
   train_splits = [s for s in source.splits if source.has_split_folders and
-                  sources.canonical_split(s) == sources.TRAIN]
+                  splits.canonical_split(s) == splits.TRAIN]
   if train_splits:
     raise DataError(
         f"--folder={folder!r} holds a training split ({os.path.join(source.root, train_splits[0])})"

@@ -7,7 +7,7 @@ r"""Builds cars20 (or a similar make-labelled image folder) from Stanford Cars.
 Then train on it with --config.data.source=folder:data/cars20. --images=cars20 (default)
 writes the reference set's own train and val images, found by Stanford file id
 (carjax/data/cars20.py); --images=recipe selects and splits anew with the cars20 recipe
-(carjax/data/prepare.py). Mirrors: carjax/data/download.py. Run without --input or
+(carjax/data/stanford_cars/recipe.py). Mirrors: carjax/data/download.py. Run without --input or
 --download to see where to get the data.
 """
 
@@ -22,9 +22,10 @@ from carjax import cli
 from carjax import logging_setup
 from carjax.data import cars20
 from carjax.data import download
-from carjax.data import prepare
+from carjax.data.stanford_cars import layouts
+from carjax.data.stanford_cars import recipe
 
-_LAYOUT = flags.DEFINE_enum("layout", "auto", prepare.LAYOUTS,
+_LAYOUT = flags.DEFINE_enum("layout", "auto", layouts.LAYOUTS,
                             "Download layout; 'auto' detects it from the files.")
 _INPUT = flags.DEFINE_string("input", None, "The downloaded (unpacked) Stanford Cars folder.")
 _DOWNLOAD = flags.DEFINE_string(
@@ -59,7 +60,7 @@ def main(argv):
   if _INPUT.value and _DOWNLOAD.value:
     raise app.UsageError("Give --input or --download, not both.")
   if not _INPUT.value and not _DOWNLOAD.value:
-    print(prepare.INSTRUCTIONS.format(where=" (no --input or --download given)"),
+    print(layouts.INSTRUCTIONS.format(where=" (no --input or --download given)"),
           file=sys.stderr)
     return 2
   if not _OUTPUT.value:
@@ -67,7 +68,7 @@ def main(argv):
   input_dir = _INPUT.value
   if _DOWNLOAD.value:
     try:  # Before a long download: the output must be new or empty.
-      prepare._check_output_dir(os.path.abspath(os.path.expanduser(_OUTPUT.value)))  # pylint: disable=protected-access
+      recipe.check_output_dir(os.path.abspath(os.path.expanduser(_OUTPUT.value)))
     except FileExistsError as e:
       print(e, file=sys.stderr)
       return 2
@@ -78,13 +79,13 @@ def main(argv):
       summary = cars20.build(input_dir, _OUTPUT.value, layout=_LAYOUT.value,
                              max_short_side=_MAX_SHORT_SIDE.value)
     else:
-      summary = prepare.prepare(
+      summary = recipe.prepare(
           input_dir, _OUTPUT.value, layout=_LAYOUT.value, halves=_HALVES.value,
           num_makes=_NUM_MAKES.value, min_images_per_make=_MIN_PER_MAKE.value,
           max_images_per_make=_MAX_PER_MAKE.value, seed=_SEED.value,
           val_fraction=_VAL_FRACTION.value, test_fraction=_TEST_FRACTION.value,
           max_short_side=_MAX_SHORT_SIDE.value)
-  except (prepare.NoStanfordCarsError, FileExistsError, ValueError) as e:
+  except (layouts.NoStanfordCarsError, FileExistsError, ValueError) as e:
     print(e, file=sys.stderr)
     return 2
   logging.info("%s", summary.describe())

@@ -1,6 +1,6 @@
 """cars20 from a public download: the shipped id list, rebuilding by id, the mirror clients.
 
-The downloads are small fakes in the mirrors' own layouts (tests.test_prepare_data writes
+The downloads are small fakes in the mirrors' own layouts (tests.fake_stanford_cars writes
 them); the mirror clients are replaced by fakes, so nothing here touches the network.
 """
 
@@ -20,14 +20,14 @@ import pytest
 
 from carjax.data import cars20
 from carjax.data import download
-from carjax.data import prepare
+from carjax.data.stanford_cars import layouts
+from carjax.data.stanford_cars import makes
 from carjax.data.sources import ImageFolderSource
 from tests.conftest import REPO_ROOT, require_shared
-from tests.test_prepare_data import (BBOX, CLASSES, _fake_annotations, _write_kaggle,
-                                     _write_parquet)
+from tests import fake_stanford_cars as fakes
 
 # Fake downloads number their train images 00001.. over the classes of
-# tests.test_prepare_data.CLASSES: 1-4 AM General, 5-13 Aston Martin V8, 14-16 Aston Martin
+# tests.fake_stanford_cars.CLASSES: 1-4 AM General, 5-13 Aston Martin V8, 14-16 Aston Martin
 # Virage, 17-24 Audi S4, 25-31 Mercedes Sprinter, 32-33 Ram C/V.
 LISTED = [
     cars20.ImageId("train", "AM_General", "train", "00002.jpg", 1),
@@ -51,7 +51,7 @@ def test_shipped_id_list_is_the_reference_selection():
   assert len({(i.stanford_half, i.stanford_file) for i in ids}) == len(ids)
   assert {i.stanford_half for i in ids} == {"train"}  # cars20 uses Stanford's train half.
   # Every make is one of Stanford's, spelled as a folder name.
-  folders = {prepare.make_folder_name(m) for m in prepare.STANFORD_MAKES}
+  folders = {makes.make_folder_name(m) for m in makes.STANFORD_MAKES}
   assert {i.make for i in ids} <= folders
 
 
@@ -62,7 +62,7 @@ def test_shipped_id_list_matches_the_manifest():
 
 def test_build_from_the_kaggle_layout_writes_the_listed_crops(tmp_path):
   download_dir = tmp_path / "kaggle"
-  _write_kaggle(download_dir)
+  fakes.write_kaggle(download_dir)
   output = tmp_path / "cars20"
   summary = cars20.build(str(download_dir), str(output), ids=LISTED + [NOT_IN_DOWNLOAD],
                          num_workers=2)
@@ -73,8 +73,8 @@ def test_build_from_the_kaggle_layout_writes_the_listed_crops(tmp_path):
   assert _relpaths(output) == sorted(f"{i.split}/{i.make}/stanford_train_{i.stanford_file}"
                                      for i in LISTED)
   # Cropped to the devkit box (1-based inclusive) like cars20: the crop of the source.
-  source_bytes = dict((name, data) for name, _, data in _fake_annotations("train"))
-  x1, y1, x2, y2 = BBOX
+  source_bytes = dict((name, data) for name, _, data in fakes.fake_annotations("train"))
+  x1, y1, x2, y2 = fakes.BBOX
   for image_id in LISTED:
     written = np.asarray(Image.open(
         output / image_id.split / image_id.make / f"stanford_train_{image_id.stanford_file}"
@@ -95,9 +95,9 @@ def test_build_from_the_kaggle_layout_writes_the_listed_crops(tmp_path):
 
 
 def test_build_from_a_huggingface_mirror_that_kept_file_names(tmp_path):
-  names = [name for name, _ in CLASSES]
-  _write_parquet(tmp_path / "hf/data/train-00000-of-00001.parquet",
-                 _fake_annotations("train"), names)
+  names = [name for name, _ in fakes.CLASSES]
+  fakes.write_parquet(tmp_path / "hf/data/train-00000-of-00001.parquet",
+                      fakes.fake_annotations("train"), names)
   output = tmp_path / "cars20"
   summary = cars20.build(str(tmp_path / "hf"), str(output), ids=LISTED, num_workers=2)
   assert summary.layout == "huggingface" and not summary.missing
@@ -108,15 +108,15 @@ def test_build_from_a_huggingface_mirror_that_kept_file_names(tmp_path):
 
 
 def test_build_refuses_a_download_whose_labels_differ(tmp_path):
-  _write_kaggle(tmp_path / "kaggle", with_test=False)
+  fakes.write_kaggle(tmp_path / "kaggle", with_test=False)
   relabelled = [cars20.ImageId("train", "Audi", "train", "00002.jpg", 4)]
   with pytest.raises(ValueError, match="not Stanford's ids"):
     cars20.build(str(tmp_path / "kaggle"), str(tmp_path / "out"), ids=relabelled)
 
 
 def test_build_says_when_no_listed_image_is_there(tmp_path):
-  _write_kaggle(tmp_path / "kaggle", with_test=False)
-  with pytest.raises(prepare.NoStanfordCarsError, match="--images=recipe"):
+  fakes.write_kaggle(tmp_path / "kaggle", with_test=False)
+  with pytest.raises(layouts.NoStanfordCarsError, match="--images=recipe"):
     cars20.build(str(tmp_path / "kaggle"), str(tmp_path / "out"), ids=[NOT_IN_DOWNLOAD])
 
 
@@ -138,7 +138,7 @@ def test_download_uses_the_mirror_clients(monkeypatch, tmp_path):
 
 
 def test_launcher_builds_cars20_by_default_and_reports_a_foreign_download(tmp_path):
-  _write_kaggle(tmp_path / "kaggle", with_test=False)
+  fakes.write_kaggle(tmp_path / "kaggle", with_test=False)
   # The fake download's files are named like Stanford's but labelled otherwise: refused.
   completed = subprocess.run(
       [sys.executable, "-m", "launch.prepare_data", f"--input={tmp_path / 'kaggle'}",

@@ -13,7 +13,8 @@ from PIL import Image
 import pytest
 
 from carjax.data import cache, decode
-from carjax.data.sources import ImageFolderSource, Record
+from carjax.data.records import Record
+from carjax.data.sources import ImageFolderSource
 
 
 def _write_jpeg(path: pathlib.Path, color) -> None:

@@ -20,9 +20,9 @@ tf.config.set_visible_devices = recording
 
 import carjax.export.saved_model  # The SavedModel/TFLite exporter.
 assert calls == [["CPU"]], calls
-from carjax.data import sources
+from carjax.data import tfds_source
 try:
-  sources.TfdsSource("no_such_dataset_for_carjax")  # The TFDS reader.
+  tfds_source.TfdsSource("no_such_dataset_for_carjax")  # The TFDS reader.
 except ValueError:
   pass
 assert calls == [["CPU"], ["CPU"]], calls

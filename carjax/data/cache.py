@@ -33,7 +33,7 @@ import numpy as np
 import tqdm
 
 from carjax.data import decode
-from carjax.data.sources import Record
+from carjax.data.records import Record
 
 # Bump whenever the decoded pixels or the cache files' layout change (decoder
 # behaviour, resize filter, file format), so that old caches are not reused.

@@ -1,15 +1,16 @@
 """cars20 from a public Stanford Cars download: the same train and val images, found by id.
 
 The reference data set cars20 (20 makes, 3,605 train and 779 val images; see RESULTS.md) was
-built from the training half of Stanford Cars with the recipe of `carjax.data.prepare`. The
-project ships which Stanford images it holds and where (`cars20_ids.csv`: split, make,
-Stanford half, Stanford file name, Stanford class id; ids only, never images). `build` reads a
-download in any layout of `carjax.data.prepare` that keeps Stanford's file names (the Kaggle
-mirror, the original devkit, a Hugging Face mirror whose image paths are those names), picks
-those images and writes them as cars20 was written: cropped to the devkit's bounding box,
-short side at most 256 px, JPEG quality 90, in ``<output>/<split>/<Make>/stanford_train_NNNNN.jpg``
-with a ``MANIFEST.csv``. Pixels can differ slightly from the reference copy (it was re-encoded
-from another copy of the photos), which is why images are matched by id and not by hash.
+built from the training half of Stanford Cars with the recipe of
+`carjax.data.stanford_cars.recipe`. The project ships which Stanford images it holds and where
+(`cars20_ids.csv`: split, make, Stanford half, Stanford file name, Stanford class id; ids only,
+never images). `build` reads a download in any layout of `carjax.data.stanford_cars.layouts`
+that keeps Stanford's file names (the Kaggle mirror, the original devkit, a Hugging Face mirror
+whose image paths are those names), picks those images and writes them as cars20 was written:
+cropped to the devkit's bounding box, short side at most 256 px, JPEG quality 90, in
+``<output>/<split>/<Make>/stanford_train_NNNNN.jpg`` with a ``MANIFEST.csv``. Pixels can differ
+slightly from the reference copy (it was re-encoded from another copy of the photos), which is
+why images are matched by id and not by hash.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from absl import logging
 import tqdm
 
 from carjax.data import decode
-from carjax.data import prepare
+from carjax.data.stanford_cars import layouts
+from carjax.data.stanford_cars import recipe
 
 IDS_FILE = os.path.join(os.path.dirname(__file__), "cars20_ids.csv")
 IDS_COLUMNS = ("split", "make", "stanford_half", "stanford_file", "stanford_class_id")
@@ -44,7 +46,7 @@ class ImageId:
 
   @property
   def output_stem(self) -> str:
-    """The file name prepare's readers give this image (without extension)."""
+    """The file name the layout readers give this image (without extension)."""
     return f"stanford_{self.stanford_half}_{os.path.splitext(self.stanford_file)[0]}"
 
 
@@ -101,7 +103,7 @@ def write_ids(ids: Sequence[ImageId], path: str) -> None:
       writer.writerow([i.split, i.make, i.stanford_half, i.stanford_file, i.stanford_class_id])
 
 
-def _check_labels(wanted: Sequence[ImageId], found: dict[str, prepare.SourceImage]) -> None:
+def _check_labels(wanted: Sequence[ImageId], found: dict[str, layouts.SourceImage]) -> None:
   """Fails when the download labels an image differently: its file names are not Stanford's."""
   wrong = [(i, found[i.output_stem]) for i in wanted
            if i.output_stem in found and found[i.output_stem].class_id != i.stanford_class_id]
@@ -121,19 +123,19 @@ def build(input_dir: str, output_dir: str, *, layout: str = "auto",
   input_dir = os.path.abspath(os.path.expanduser(input_dir))
   output_dir = os.path.abspath(os.path.expanduser(output_dir))
   if not os.path.isdir(input_dir):
-    raise prepare.NoStanfordCarsError(prepare.INSTRUCTIONS.format(
+    raise layouts.NoStanfordCarsError(layouts.INSTRUCTIONS.format(
         where=f": {input_dir} is not a folder"))
-  prepare._check_output_dir(output_dir)  # pylint: disable=protected-access
+  recipe.check_output_dir(output_dir)
   if layout == "auto":
-    layout = prepare.detect_layout(input_dir)
+    layout = layouts.detect_layout(input_dir)
   halves = sorted({i.stanford_half for i in ids})
-  images, _ = prepare.READERS[layout](input_dir, halves)
+  images, _ = layouts.READERS[layout](input_dir, halves)
   found = {image.output_stem: image for image in images}
   _check_labels(ids, found)
   present = [i for i in ids if i.output_stem in found]
   missing = [i for i in ids if i.output_stem not in found]
   if not present:
-    raise prepare.NoStanfordCarsError(
+    raise layouts.NoStanfordCarsError(
         f"None of cars20's {len(ids)} Stanford images (e.g. {ids[0].stanford_half}/"
         f"{ids[0].stanford_file}) is in the {layout} download at {input_dir}: this copy does "
         "not keep Stanford's file names. Use the Kaggle mirror (--download=kaggle), or "
@@ -141,7 +143,7 @@ def build(input_dir: str, output_dir: str, *, layout: str = "auto",
 
   def work(image_id: ImageId):
     try:
-      return prepare.process_image(found[image_id.output_stem], max_short_side)
+      return recipe.process_image(found[image_id.output_stem], max_short_side)
     except decode.UnreadableImageError as e:
       return e
   with concurrent.futures.ThreadPoolExecutor(num_workers or os.cpu_count() or 1) as pool:
@@ -174,7 +176,7 @@ def _write(output_dir, layout, input_dir, found, present, results, missing) -> B
   # Written last: its presence means the folder is complete.
   manifest_path = os.path.join(output_dir, "MANIFEST.csv")
   with open(manifest_path + ".tmp", "w", newline="", encoding="utf-8") as f:
-    writer = csv.DictWriter(f, fieldnames=prepare.MANIFEST_COLUMNS)
+    writer = csv.DictWriter(f, fieldnames=recipe.MANIFEST_COLUMNS)
     writer.writeheader()
     writer.writerows(rows)
   os.replace(manifest_path + ".tmp", manifest_path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from carjax.data import sources
+from carjax.data import splits
 from carjax.errors import ConfigError
 
 DEV = "dev"
@@ -26,18 +26,18 @@ class DevCarvedSource:
     self.base = base
     self.dev_fraction, self.seed = float(dev_fraction), int(seed)
     self.class_names = tuple(base.class_names)
-    self.train_split = sources.resolve_split(train_split, base.splits, repr(base))
-    if any(sources.canonical_split(s) == DEV for s in base.splits):
+    self.train_split = splits.resolve_split(train_split, base.splits, repr(base))
+    if any(splits.canonical_split(s) == DEV for s in base.splits):
       raise ConfigError(f"{base!r} already has a split named {DEV!r}; set "
                         "config.data.dev_fraction=0 to select on it as config.data.eval_split")
     by_class: dict[int, list[str]] = {}
     records = {r.name: r for r in base.records(self.train_split)}
     for record in records.values():
       by_class.setdefault(record.label, []).append(record.name)
-    parts = sources.stratified_split(by_class, val_fraction=self.dev_fraction,
+    parts = splits.stratified_split(by_class, val_fraction=self.dev_fraction,
                                      test_fraction=0.0, seed=self.seed)
-    self._records = {self.train_split: [records[n] for n in parts[sources.TRAIN]],
-                     DEV: [records[n] for n in parts[sources.VAL]]}
+    self._records = {self.train_split: [records[n] for n in parts[splits.TRAIN]],
+                     DEV: [records[n] for n in parts[splits.VAL]]}
 
   @property
   def splits(self) -> tuple[str, ...]:
@@ -61,9 +61,9 @@ class DevCarvedSource:
     return getattr(self.base, "root", None)
 
   def records(self, split: str):
-    if split == DEV or sources.canonical_split(split) == DEV:
+    if split == DEV or splits.canonical_split(split) == DEV:
       return list(self._records[DEV])
-    if sources.resolve_split(split, self.base.splits, repr(self.base)) == self.train_split:
+    if splits.resolve_split(split, self.base.splits, repr(self.base)) == self.train_split:
       return list(self._records[self.train_split])
     return self.base.records(split)
 

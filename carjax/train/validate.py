@@ -85,7 +85,7 @@ def _check_pair(config, path: str, low: float, high: float | None) -> None:
 
 
 def _validate_data(config) -> None:
-  from carjax.data import decode, sources  # pylint: disable=g-import-not-at-top
+  from carjax.data import decode, splits  # pylint: disable=g-import-not-at-top
   data = config.data
   for name in ("train_split", "eval_split"):
     if not isinstance(data[name], str) or not data[name].strip():
@@ -102,7 +102,7 @@ def _validate_data(config) -> None:
   _check_range(config, "data.num_workers", 0, integer=True)
   _check_range(config, "data.split_seed", integer=True)
   try:
-    sources.check_split_fractions(data.val_fraction, data.test_fraction)
+    splits.check_split_fractions(data.val_fraction, data.test_fraction)
   except ValueError as e:
     raise ConfigError(f"config.data.{e}") from None
   augment = data.augment
@@ -191,11 +191,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 def check_data_source(source, config: ml_collections.ConfigDict) -> None:
   """Split names exist; for image folders (listed without decoding): the train split has
   images of at least two classes and the eval split is not empty."""
-  from carjax.data import sources  # pylint: disable=g-import-not-at-top
+  from carjax.data import sources, splits  # pylint: disable=g-import-not-at-top
   data = config.data
   for option in ("train_split", "eval_split"):
     try:
-      sources.resolve_split(data[option], source.splits, repr(source))
+      splits.resolve_split(data[option], source.splits, repr(source))
     except ValueError as e:
       raise ConfigError(f"config.data.{option}: {e}") from None
   if len(source.class_names) < 2:
