@@ -86,32 +86,32 @@ def write_evaluation(output_dir: str, labels: np.ndarray, logits: np.ndarray, na
   summary = metrics_lib.headline_metrics(labels, logits, num_classes)
   summary = metrics_lib.with_intervals(summary, labels, logits, num_classes)
   summary.update({"count": int(len(labels)), **(extra or {})})
-  with open(os.path.join(output_dir, "metrics.json"), "w") as f:
+  with open(os.path.join(output_dir, workdir_lib.EVAL_METRICS), "w") as f:
     jsonio.dump(summary, f, indent=2)
 
   confusion = metrics_lib.confusion_matrix(labels, predictions, num_classes)
   scores = metrics_lib.per_class_scores(confusion)
-  with open(os.path.join(output_dir, "per_class.csv"), "w", newline="") as f:
+  with open(os.path.join(output_dir, workdir_lib.EVAL_PER_CLASS), "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["class", "precision", "recall", "f1", "support"])
     for i, name in enumerate(class_names):
       w.writerow([name, f"{scores['precision'][i]:.4f}", f"{scores['recall'][i]:.4f}",
                   f"{scores['f1'][i]:.4f}", int(scores["support"][i])])
-  with open(os.path.join(output_dir, "confusion_matrix.csv"), "w", newline="") as f:
+  with open(os.path.join(output_dir, workdir_lib.EVAL_CONFUSION), "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["true \\ predicted"] + list(class_names))
     for i, name in enumerate(class_names):
       w.writerow([name] + [int(c) for c in confusion[i]])
   probs = np.exp(logits - logits.max(axis=1, keepdims=True))
   probs /= probs.sum(axis=1, keepdims=True)
-  with open(os.path.join(output_dir, "predictions.csv"), "w", newline="") as f:
+  with open(os.path.join(output_dir, workdir_lib.EVAL_PREDICTIONS), "w", newline="") as f:
     w = csv.writer(f)
     w.writerow(["file", "true", "predicted", "confidence", "correct"])
     for name, t, p, pr in zip(names, labels, predictions, probs):
       w.writerow([name, class_names[t], class_names[p], f"{pr[p]:.4f}", int(t == p)])
   from carjax import plotting  # pylint: disable=g-import-not-at-top
   plotting.plot_confusion_matrix(confusion, class_names,
-                                os.path.join(output_dir, "confusion_matrix.png"),
+                                os.path.join(output_dir, workdir_lib.EVAL_CONFUSION_FIGURE),
                                 title=f"Confusion matrix (accuracy {summary['accuracy']:.3f})")
   return summary
 

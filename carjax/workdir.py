@@ -27,6 +27,14 @@ CLASS_NAMES_FILE = "class_names.json"
 UNREADABLE_FILES = "unreadable_files.json"
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
+# The files of an evaluation folder (`eval_dir`), written by `carjax.evaluation`.
+EVAL_METRICS = "metrics.json"
+EVAL_PER_CLASS = "per_class.csv"
+EVAL_CONFUSION = "confusion_matrix.csv"
+EVAL_CONFUSION_FIGURE = "confusion_matrix.png"
+EVAL_PREDICTIONS = "predictions.csv"
+# What a finished evaluation folder must hold to be reused.
+EVAL_FILES = (EVAL_METRICS, EVAL_PER_CLASS, EVAL_CONFUSION, EVAL_PREDICTIONS)
 
 
 def eval_dir(workdir: str, which: str, target: str, variant: str = "") -> str:
@@ -34,6 +42,12 @@ def eval_dir(workdir: str, which: str, target: str, variant: str = "") -> str:
   `variant` ('flip', 'noflip', '<h>x<w>', or both joined by '_') marks an evaluation made
   otherwise than the run's config says (test-time flip, input size)."""
   return os.path.join(workdir, f"eval_{which}_{target}" + (f"_{variant}" if variant else ""))
+
+
+def read_eval_metrics(eval_folder: str) -> dict[str, Any]:
+  """The summary (`metrics.json`) of the evaluation written into `eval_folder`."""
+  with open(os.path.join(eval_folder, EVAL_METRICS)) as f:
+    return json.load(f)
 
 
 def write_run_files(config: ml_collections.ConfigDict, workdir: str, class_names,

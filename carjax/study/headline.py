@@ -15,6 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from carjax import metrics as metrics_lib
+from carjax import workdir as workdir_lib
 
 # (metrics.json key, title) of the figures given with intervals.
 INTERVAL_METRICS = (("accuracy", "accuracy"), ("weighted_precision", "weighted precision"),
@@ -67,7 +68,7 @@ def over_seeds(per_seed_metrics: Sequence[Mapping[str, Any]], key: str) -> SeedS
 
 def read_correct_by_file(eval_dir: str) -> dict[str, bool]:
   """{image file: whether the model got it right}, from an evaluation's predictions.csv."""
-  with open(os.path.join(eval_dir, "predictions.csv"), newline="") as f:
+  with open(os.path.join(eval_dir, workdir_lib.EVAL_PREDICTIONS), newline="") as f:
     return {row["file"]: row["correct"] == "1" for row in csv.DictReader(f)}
 
 

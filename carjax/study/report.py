@@ -285,7 +285,7 @@ class _ReportBuilder:
 
     per_class = {}
     for run in self.evaluated:
-      rows = results_figures.read_csv_rows(os.path.join(run.eval_dir, "per_class.csv"))
+      rows = results_figures.read_csv_rows(os.path.join(run.eval_dir, workdir_lib.EVAL_PER_CLASS))
       per_class[run.name] = {r["class"]: float(r["f1"]) for r in rows}
     class_names = list(dict.fromkeys(c for scores in per_class.values() for c in scores))
     f1_table = _write_csv(os.path.join(self.table_dir, "per_class_f1.csv"),
@@ -322,9 +322,9 @@ class _ReportBuilder:
                       f"(accuracy {run.metrics['accuracy']:.3f})",
         self.figure_path(f"{run.name}_confusion.png")),
         f"{run.name}: confusion matrix, each row normalised to the true make's images.")
-    rows = results_figures.read_csv_rows(os.path.join(run.eval_dir, "per_class.csv"))
+    rows = results_figures.read_csv_rows(os.path.join(run.eval_dir, workdir_lib.EVAL_PER_CLASS))
     table = os.path.join(self.table_dir, f"{run.name}_per_class.csv")
-    shutil.copyfile(os.path.join(run.eval_dir, "per_class.csv"), table)
+    shutil.copyfile(os.path.join(run.eval_dir, workdir_lib.EVAL_PER_CLASS), table)
     self.report.paragraph(f"Per-make scores of {run.name} ({self.table_link(table)}):")
     self.report.table(["make", "precision", "recall", "F1", "images"],
                       [[r["class"], r["precision"], r["recall"], r["f1"], r["support"]]

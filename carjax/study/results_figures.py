@@ -13,6 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from carjax import plotting
+from carjax import workdir as workdir_lib
 from carjax.plotting import plt
 
 
@@ -23,7 +24,7 @@ def read_csv_rows(path: str) -> list[dict[str, str]]:
 
 def read_confusion(eval_dir: str) -> tuple[list[str], np.ndarray]:
   """(class names, counts [true, predicted]) from `confusion_matrix.csv`."""
-  with open(os.path.join(eval_dir, "confusion_matrix.csv"), newline="") as f:
+  with open(os.path.join(eval_dir, workdir_lib.EVAL_CONFUSION), newline="") as f:
     rows = list(csv.reader(f))
   names = rows[0][1:]
   counts = np.array([[int(v) for v in row[1:]] for row in rows[1:]], np.int64)
@@ -39,7 +40,7 @@ def plot_confusion(eval_dir: str, title: str, path: str) -> str:
 
 def confident_mistakes(eval_dir: str, count: int) -> list[dict[str, str]]:
   """The `count` wrong predictions made with the highest confidence, most confident first."""
-  rows = [r for r in read_csv_rows(os.path.join(eval_dir, "predictions.csv"))
+  rows = [r for r in read_csv_rows(os.path.join(eval_dir, workdir_lib.EVAL_PREDICTIONS))
           if r["correct"] == "0"]
   rows.sort(key=lambda r: -float(r["confidence"]))
   return rows[:count]

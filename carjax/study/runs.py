@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import os
 from typing import Any, Callable
 
@@ -31,8 +30,6 @@ from carjax.train import loop
 
 TRAINED, REUSED, UNFINISHED, MISSING, FAILED = (
     "trained", "reused", "unfinished", "missing", "failed")
-# Evaluation files a reusable `eval_best_<split>/` folder must hold.
-_EVAL_FILES = ("metrics.json", "per_class.csv", "confusion_matrix.csv", "predictions.csv")
 # Config fields that do not change what a run learns, ignored when comparing configs.
 _IRRELEVANT_FIELDS = ("data.cache_dir", "data.num_workers", "train.log_every_steps",
                       "eval.batch_size", "init.resume_from", "model.pretrained")
@@ -94,10 +91,9 @@ def config_differences(wanted: ml_collections.ConfigDict,
 
 
 def _evaluation_is_current(eval_dir: str, best_step: int) -> bool:
-  if not all(os.path.exists(os.path.join(eval_dir, f)) for f in _EVAL_FILES):
+  if not all(os.path.exists(os.path.join(eval_dir, f)) for f in workdir_lib.EVAL_FILES):
     return False
-  with open(os.path.join(eval_dir, "metrics.json")) as f:
-    return json.load(f).get("step") == best_step
+  return workdir_lib.read_eval_metrics(eval_dir).get("step") == best_step
 
 
 def ensure_evaluation(workdir: str, split: str) -> tuple[str, dict[str, Any]]:
@@ -110,8 +106,7 @@ def ensure_evaluation(workdir: str, split: str) -> tuple[str, dict[str, Any]]:
   if not _evaluation_is_current(eval_dir, meta.get("step")):
     logging.info("Evaluating the best checkpoint of %s on %s.", workdir, split)
     evaluation.evaluate_workdir(workdir, ckpt.BEST, split=split)
-  with open(os.path.join(eval_dir, "metrics.json")) as f:
-    return eval_dir, json.load(f)
+  return eval_dir, workdir_lib.read_eval_metrics(eval_dir)
 
 
 def prepare_run(name: str, config: ml_collections.ConfigDict, workdir: str,
