@@ -5,13 +5,13 @@ Command (cars20, this repository's reference run; see RESULTS.md for the figures
   python -m launch.train --config=configs/custom_cnn.py \
       --config.data.source=folder:../shared/data/cars20 --workdir=runs/custom_cnn
 
-Reached on cars20 val (2026-11-29, 2 CPU cores, 47 min while sharing them with a Lite0 run),
-with the checkpoint chosen on val itself (before the dev split existed): accuracy 0.701
-[0.668, 0.732], weighted precision 0.705, macro F1 0.691, top-3 0.866 (best epoch 27 of 30).
-Not yet measured with the dev split this config now carves (so it trains on 90 % of train).
-Tried and not kept (2026-11-30, RESULTS.md "The study measured honestly"): an aspect-true
-96×192 input for 40 epochs with crop area 0.5–1 (crop_ratio 0.8–1.25): dev 0.670, val 0.661
-[0.627, 0.693], 105 min of training on the shared cores — no better, and slower.
+Reached (2026-11-30, seed 0, 2 CPU cores; RESULTS.md "The study measured honestly"): the
+checkpoint chosen on the dev split (best epoch 29 of 30, dev accuracy 0.676 [0.626, 0.722]),
+then scored once on cars20 val: accuracy 0.684 [0.651, 0.716], weighted precision 0.685,
+macro F1 0.674, top-3 0.841; 45 min of training at the lowest priority on shared cores, about
+30 min alone. Tried and not kept: an aspect-true 96×192 input for 40 epochs with crop area
+0.5–1 (crop_ratio 0.8–1.25): dev 0.670 (McNemar p = 0.91 against this recipe), val 0.661
+[0.627, 0.693], twice the training time.
 
 `--config=configs/custom_cnn.py:tiny` (`get_config("tiny")`) shrinks it to a tiny CNN at 32 px
 for tests and smoke runs: seconds on a CPU, not meant to be accurate.
