@@ -29,4 +29,5 @@ def test_headline_aggregates_seeds_and_writes_conclusions(tmp_path):
   assert "clear" in text[2]
   assert any("Keras CNN" in line and "0.53" in line for line in text)
   assert any("chosen on the dev split" in line for line in text)
-  assert any("single seed" in line for line in text)  # lite0 has only one.
+  (seed_note,) = [line for line in text if "single seed" in line]
+  assert "for lite0;" in seed_note  # Only lite0 has one seed; cnn has two.
