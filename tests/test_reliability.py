@@ -58,7 +58,16 @@ def launch(env, module, *args, fault: str | None = None, timeout=300):
   if fault:
     run_env["CARJAX_FAULT"] = fault
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=run_env,
-                        capture_output=True, text=True, timeout=timeout)
+                        capture_output=True, text=True, timeout=timeout,
+                        preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+  """Runs each child with SIGINT's default action, as a terminal gives it. A suite started in
+  the background by a shell without job control (`cmd &`, `nohup`) ignores SIGINT, children
+  inherit that, and Python then installs no KeyboardInterrupt: the Ctrl-C the tests inject
+  would be ignored, as the run rightly does when its user ignores SIGINT."""
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def train(env, cars, workdir, *extra, fault=None):
