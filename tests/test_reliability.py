@@ -58,16 +58,19 @@ def launch(env, module, *args, fault: str | None = None, timeout=300):
   if fault:
     run_env["CARJAX_FAULT"] = fault
   return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=run_env,
-                        capture_output=True, text=True, timeout=timeout,
-                        preexec_fn=_default_sigint)
+                        capture_output=True, text=True, timeout=timeout)
 
 
-def _default_sigint() -> None:
-  """Runs each child with SIGINT's default action, as a terminal gives it. A suite started in
-  the background by a shell without job control (`cmd &`, `nohup`) ignores SIGINT, children
-  inherit that, and Python then installs no KeyboardInterrupt: the Ctrl-C the tests inject
-  would be ignored, as the run rightly does when its user ignores SIGINT."""
-  signal.signal(signal.SIGINT, signal.SIG_DFL)
+@pytest.fixture(scope="module", autouse=True)
+def sigint_not_ignored():
+  """Children get SIGINT's default action, as under a terminal. A suite started in the
+  background by a shell without job control (`cmd &`, `nohup`) ignores SIGINT; children would
+  inherit that, and Python then installs no KeyboardInterrupt, so the Ctrl-C the tests inject
+  would be ignored (as a run rightly does when its user ignores SIGINT). A handler in this
+  process is not inherited: each child starts from the default and installs its own."""
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  yield
+  signal.signal(signal.SIGINT, previous)
 
 
 def train(env, cars, workdir, *extra, fault=None):
