@@ -9,7 +9,8 @@ Reached (2026-11-30, seed 0, 2 CPU cores; RESULTS.md "The study measured honestl
 checkpoint chosen on the dev split (best epoch 29 of 30, dev accuracy 0.676 [0.626, 0.722]),
 then scored once on cars20 val: accuracy 0.684 [0.651, 0.716], weighted precision 0.685,
 macro F1 0.674, top-3 0.841; 45 min of training at the lowest priority on shared cores, about
-30 min alone. Tried and not kept: an aspect-true 96×192 input for 40 epochs with crop area
+30 min alone. Seed 1 (--config.seed=1): dev 0.668, val 0.651 [0.617, 0.683]; over the two
+seeds val 0.668 ± 0.017. Tried and not kept: an aspect-true 96×192 input for 40 epochs with crop area
 0.5–1 (crop_ratio 0.8–1.25): dev 0.670 (McNemar p = 0.91 against this recipe), val 0.661
 [0.627, 0.693], twice the training time.
 
