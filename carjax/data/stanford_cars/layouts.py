@@ -226,7 +226,7 @@ def read_devkit(input_dir: str, halves: Sequence[str]
                  np.atleast_1d(_load_mat(meta_path)["class_names"])]
   annotation_files = {TRAIN: ("cars_train_annos.mat",),
                       TEST: ("cars_test_annos_withlabels.mat",)}
-  images, missing = [], 0
+  found: list[SourceImage | None] = []
   for half in halves:
     anno_path = next(filter(None, (_find_file(input_dir, f)
                                    for f in annotation_files[half])), None)
@@ -241,13 +241,15 @@ def read_devkit(input_dir: str, halves: Sequence[str]
       image_dir = nested
     for record in _mat_records(_load_mat(anno_path)):
       filename = _mat_string(record["fname"])
-      image = _devkit_image(record, os.path.join(image_dir, filename), half, class_names,
-                            f"stanford_{half}_{os.path.splitext(filename)[0]}")
-      if image is None:
-        missing += 1
-      else:
-        images.append(image)
-  return images, missing
+      found.append(_devkit_image(record, os.path.join(image_dir, filename), half, class_names,
+                                 f"stanford_{half}_{os.path.splitext(filename)[0]}"))
+  return _present_and_missing(found)
+
+
+def _present_and_missing(found: Sequence[SourceImage | None]) -> tuple[list[SourceImage], int]:
+  """(the images found, how many annotated files were missing: the Nones)."""
+  images = [image for image in found if image is not None]
+  return images, len(found) - len(images)
 
 
 def _devkit_image(record, path: str, half: str, class_names: Sequence[str],
@@ -270,20 +272,16 @@ def _read_devkit_combined(anno_path: str, halves: Sequence[str]
   class_names = [clean_class_name(str(n))
                  for n in np.atleast_1d(mat["class_names"])]
   base = os.path.dirname(anno_path)
-  images, missing = [], 0
+  found: list[SourceImage | None] = []
   for record in _mat_records(mat):
     half = TEST if _mat_scalar(record["test"]) else TRAIN
     if half not in halves:
       continue
     relpath = _mat_string(record["relative_im_path"])
-    image = _devkit_image(
+    found.append(_devkit_image(
         record, os.path.join(base, relpath), half, class_names,
-        f"stanford_all_{os.path.splitext(os.path.basename(relpath))[0]}")
-    if image is None:
-      missing += 1
-    else:
-      images.append(image)
-  return images, missing
+        f"stanford_all_{os.path.splitext(os.path.basename(relpath))[0]}"))
+  return _present_and_missing(found)
 
 
 def _class_names_from_info(info: dict, label_column: str) -> list[str] | None:
