@@ -163,7 +163,9 @@ def state_from_pretrained(state: TrainState, model,
             for k, v in (("params", state.params), ("batch_stats", state.batch_stats))}
   state = state.replace(**placed)
   if config.train.ema_decay:
-    state = state.replace(ema_params=placed["params"])
+    # Its own buffers: the train step donates the state, and XLA refuses one buffer donated
+    # as two arguments (params and ema_params).
+    state = state.replace(ema_params=jax.tree.map(lambda x: x.copy(), placed["params"]))
   logging.info("Initialised from pretrained weights %s (head re-initialised%s).",
                weights_dir, " at zero" if config.init.zero_head else "")
   return state
