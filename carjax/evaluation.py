@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import os
-from typing import Any
+from typing import Any, Sequence
 
 from absl import logging
 import jax
@@ -22,7 +22,7 @@ from carjax.data import cache as cache_lib
 from carjax.data import loading
 from carjax.data import sources
 from carjax.data import splits
-from carjax.errors import DataError
+from carjax.errors import ConfigError, DataError
 from carjax import metrics as metrics_lib
 from carjax.inference import Predictor
 from carjax.train import loop
@@ -116,44 +116,67 @@ def write_evaluation(output_dir: str, labels: np.ndarray, logits: np.ndarray, na
   return summary
 
 
+def _load_target(predictor: Predictor, split: str | None, folder: str | None, preloaded=None):
+  """(images, labels, names, failures, target name) of `split` of the predictor's run (default:
+  its eval split) or of every image of `folder`, decoded at the predictor's input size."""
+  config = predictor.config
+  if folder:
+    images, labels, names, failures = _folder_split(folder, predictor)
+    if len(labels) == 0:
+      raise DataError(f"nothing to evaluate: no readable image in {folder!r}")
+    return images, labels, names, failures, os.path.basename(os.path.normpath(folder))
+  split = split or config.data.eval_split
+  if (preloaded is not None and split == loading.selection_split(config.data)
+      and predictor.image_size == predictor.trained_image_size):
+    part = preloaded.eval
+  else:
+    source = loading.open_configured_source(config.data)
+    part = cache_lib.load_split(
+        source, split, image_size=predictor.image_size,
+        resize_mode=config.data.resize_mode,
+        cache_dir=os.path.expanduser(config.data.cache_dir) if config.data.cache_dir else None,
+        num_workers=None, progress=True)
+  if len(part.labels) == 0:
+    raise DataError(f"nothing to evaluate: no readable image in {split!r}")
+  return part.images, part.labels, part.names, part.failures, split
+
+
+def _variant(predictor: Predictor) -> str:
+  """How this evaluation departs from the run's own config ('' when it does not): the
+  suffix of its folder, so it never overwrites the run's own evaluation."""
+  config = predictor.config
+  parts = []
+  if predictor.flip_tta != bool(config.eval.get("flip_tta", False)):
+    parts.append("flip" if predictor.flip_tta else "noflip")
+  if predictor.image_size != predictor.trained_image_size:
+    parts.append("{}x{}".format(*predictor.image_size))
+  if predictor.uses_ema != bool(config.train.ema_decay):
+    parts.append("raw")
+  return "_".join(parts)
+
+
+def _settings(predictor: Predictor) -> dict[str, Any]:
+  return {"flip_tta": predictor.flip_tta, "image_size": list(predictor.image_size),
+          "weights": "ema" if predictor.uses_ema else "raw"}
+
+
 def evaluate_workdir(workdir: str, which: str = ckpt.BEST, split: str | None = None,
                      folder: str | None = None, output_dir: str | None = None,
                      preloaded=None, flip_tta: bool | None = None,
-                     image_size=None) -> dict[str, Any]:
+                     image_size=None, use_ema: bool | None = None) -> dict[str, Any]:
   """Evaluates checkpoint `which` of `workdir` on `split` (default: the run's eval split) or
   on every image of `folder`; returns the metrics and writes the evaluation files.
 
   `flip_tta`: mirror-averaged predictions (None: as the run's config says); a choice other
-  than the run's own goes to its own folder (`..._flip` / `..._noflip`), and so does an
-  `image_size` other than the run's (`..._<h>x<w>`)."""
-  predictor = Predictor(workdir, which, flip_tta=flip_tta, image_size=image_size)
+  than the run's own goes to its own folder (`..._flip` / `..._noflip`), and so do an
+  `image_size` other than the run's (`..._<h>x<w>`) and the raw weights of a run that keeps
+  a weight average (`use_ema=False`: `..._raw`)."""
+  predictor = Predictor(workdir, which, flip_tta=flip_tta, image_size=image_size,
+                        use_ema=use_ema)
   config = predictor.config
-  if folder:
-    images, labels, names, failures = _folder_split(folder, predictor)
-    target = os.path.basename(os.path.normpath(folder))
-  else:
-    split = split or config.data.eval_split
-    if (preloaded is not None and split == loading.selection_split(config.data)
-        and predictor.image_size == predictor.trained_image_size):
-      part = preloaded.eval
-    else:
-      source = loading.open_configured_source(config.data)
-      part = cache_lib.load_split(
-          source, split, image_size=predictor.image_size,
-          resize_mode=config.data.resize_mode,
-          cache_dir=os.path.expanduser(config.data.cache_dir) if config.data.cache_dir else None,
-          num_workers=None, progress=True)
-    images, labels, names, failures = part.images, part.labels, part.names, part.failures
-    target = split
-  if len(labels) == 0:
-    raise DataError(f"nothing to evaluate: no readable image in {folder or split!r}")
+  images, labels, names, failures, target = _load_target(predictor, split, folder, preloaded)
   logits = predictor.logits(images, batch_size=config.eval.batch_size)
-  variant = ""
-  if predictor.flip_tta != bool(config.eval.get("flip_tta", False)):
-    variant = "flip" if predictor.flip_tta else "noflip"
-  if predictor.image_size != predictor.trained_image_size:
-    variant = "_".join(filter(None, (variant, "{}x{}".format(*predictor.image_size))))
-  output_dir = output_dir or workdir_lib.eval_dir(workdir, which, target, variant)
+  output_dir = output_dir or workdir_lib.eval_dir(workdir, which, target, _variant(predictor))
   meta = predictor.checkpoint_meta
   summary = write_evaluation(output_dir, np.asarray(labels), logits, names,
                              predictor.class_names,
@@ -161,11 +184,68 @@ def evaluate_workdir(workdir: str, which: str = ckpt.BEST, split: str | None = N
                                     "epoch": meta.get("epoch"), "evaluated_on": target,
                                     "unreadable_files": len(failures),
                                     "train_seconds": meta.get("train_seconds"),
-                                    "flip_tta": predictor.flip_tta,
-                                    "image_size": list(predictor.image_size)})
+                                    **_settings(predictor)})
   logging.info("Evaluated %s checkpoint of %s on %s: %s (written to %s)", which, workdir,
                target, metrics_lib.format_summary(summary), output_dir)
   return summary
+
+
+def evaluate_ensemble(workdirs: Sequence[str], output_dir: str, which: str = ckpt.BEST,
+                      split: str | None = None, folder: str | None = None,
+                      flip_tta: bool | None = None, image_size=None,
+                      use_ema: bool | None = None) -> dict[str, Any]:
+  """Evaluates the ensemble of several runs, the mean of their predicted probabilities, on
+  `split` (default: the first run's eval split) or `folder`; writes into `output_dir`.
+
+  Each member classifies the photos at its own input size. The members must know the same
+  makes in the same order and see the same photos: runs whose dev splits differ (another
+  `data.dev_fraction` or `data.split_seed`) are refused, naming the first photo that differs.
+  """
+  if len(workdirs) < 2:
+    raise ConfigError(f"an ensemble needs two workdirs or more, got {list(workdirs)}")
+  members, probabilities = [], []
+  reference = None
+  for workdir in workdirs:
+    predictor = Predictor(workdir, which, flip_tta=flip_tta, image_size=image_size,
+                          use_ema=use_ema)
+    images, labels, names, failures, target = _load_target(predictor, split, folder)
+    if reference is None:
+      reference = (workdir, predictor.class_names, np.asarray(labels), list(names), target,
+                   len(failures))
+      split = None if folder else target  # The other members score the same split.
+    else:
+      _check_same_photos(reference, workdir, predictor.class_names, list(names))
+    logits = predictor.logits(images, batch_size=predictor.config.eval.batch_size)
+    probabilities.append(np.asarray(jax.nn.softmax(logits, axis=-1), np.float64))
+    members.append({"workdir": workdir, "checkpoint": which,
+                    "epoch": predictor.checkpoint_meta.get("epoch"), **_settings(predictor)})
+  _, class_names, labels, names, target, unreadable = reference
+  mean = np.mean(probabilities, axis=0)
+  # Log-probabilities: their softmax gives back the mean, and their argmax is its argmax.
+  logits = np.log(np.maximum(mean, np.finfo(np.float64).tiny)).astype(np.float32)
+  summary = write_evaluation(output_dir, labels, logits, names, class_names,
+                             extra={"ensemble": members, "evaluated_on": target,
+                                    "unreadable_files": unreadable})
+  logging.info("Evaluated the ensemble of %s on %s: %s (written to %s)", ", ".join(workdirs),
+               target, metrics_lib.format_summary(summary), output_dir)
+  return summary
+
+
+def _check_same_photos(reference, workdir: str, class_names, names: list[str]) -> None:
+  first_workdir, first_classes, _, first_names, _, _ = reference
+  if list(class_names) != list(first_classes):
+    raise DataError(f"{workdir} knows the makes {list(class_names)}, {first_workdir} knows "
+                    f"{list(first_classes)}: an ensemble needs the same makes in the same order")
+  # The same photo reached by another spelling of its path (a symlink, ../) is the same photo.
+  first, here = ([os.path.realpath(n) for n in ns] for ns in (first_names, names))
+  if first != here:
+    only_first = [n for n in first if n not in set(here)]
+    only_here = [n for n in here if n not in set(first)]
+    example = (f"{only_first[0]!r} only in the first's" if only_first else
+               f"{only_here[0]!r} only in {workdir}'s" if only_here else "in another order")
+    raise DataError(f"{workdir} and {first_workdir} see different photos ({len(here)} and "
+                    f"{len(first)}; {example}): their splits differ, and an ensemble is scored "
+                    "on one set of photos")
 
 
 def evaluate_trained(run: loop.TrainedRun) -> dict[str, Any]:

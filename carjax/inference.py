@@ -18,13 +18,19 @@ from carjax import models
 from carjax.data import decode
 from carjax import workdir as workdir_lib
 from carjax.models import tta
-from carjax.errors import MissingPathError
+from carjax.errors import ConfigError, MissingPathError
 from carjax import checkpoint as ckpt
 
 
-def restore_variables(workdir: str, which: str = ckpt.BEST):
-  """(config, class_names, model, eval variables, checkpoint meta) of a workdir's checkpoint."""
+def restore_variables(workdir: str, which: str = ckpt.BEST, use_ema: bool | None = None):
+  """(config, class_names, model, eval variables, checkpoint meta) of a workdir's checkpoint.
+
+  `use_ema`: the weight average (None: when the run keeps one) or, False, the raw weights."""
   config = workdir_lib.load_run_config(workdir)
+  keeps_ema = bool(config.train.ema_decay)
+  if use_ema and not keeps_ema:
+    raise ConfigError(f"{workdir} keeps no weight average (its config.train.ema_decay is 0): "
+                      "there are only its raw weights to evaluate")
   class_names = workdir_lib.read_class_names(workdir)
   model = models.build_model(config.model, len(class_names))
   mngr = ckpt.manager(workdir, which)
@@ -36,8 +42,8 @@ def restore_variables(workdir: str, which: str = ckpt.BEST):
   abstract = jax.eval_shape(lambda r: models.init_variables(model, input_hw, r),
                             jax.random.key(0))
   abstract = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
-  variables, meta = ckpt.restore_model_variables(mngr, abstract,
-                                                 use_ema=bool(config.train.ema_decay))
+  variables, meta = ckpt.restore_model_variables(
+      mngr, abstract, use_ema=keeps_ema if use_ema is None else use_ema)
   return config, class_names, model, variables, meta
 
 
@@ -45,12 +51,15 @@ class Predictor:
   """Classifies images with a trained carjax model."""
 
   def __init__(self, workdir: str, which: str = ckpt.BEST, flip_tta: bool | None = None,
-               image_size=None):
+               image_size=None, use_ema: bool | None = None):
     """`flip_tta`: average each image's prediction with its mirror's (None: as the run's
     `config.eval.flip_tta` says). `image_size`: S or (height, width) to classify at instead
-    of the run's own size (the networks are convolutional: "train low, test high")."""
+    of the run's own size (the networks are convolutional: "train low, test high").
+    `use_ema`: classify with the weight average (None: when the run keeps one) or the raw
+    weights (False)."""
     (self.config, self.class_names, self.model, self.variables,
-     self.checkpoint_meta) = restore_variables(workdir, which)
+     self.checkpoint_meta) = restore_variables(workdir, which, use_ema)
+    self.uses_ema = bool(self.config.train.ema_decay) if use_ema is None else use_ema
     self.trained_image_size = decode.image_hw(self.config.data.image_size)
     self.flip_tta = (bool(self.config.eval.get("flip_tta", False)) if flip_tta is None
                      else bool(flip_tta))
