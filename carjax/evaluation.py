@@ -218,6 +218,7 @@ def evaluate_ensemble(workdirs: Sequence[str], output_dir: str, which: str = ckp
     logits = predictor.logits(images, batch_size=predictor.config.eval.batch_size)
     probabilities.append(np.asarray(jax.nn.softmax(logits, axis=-1), np.float64))
     members.append({"workdir": workdir, "checkpoint": which,
+                    "step": predictor.checkpoint_meta.get("step"),
                     "epoch": predictor.checkpoint_meta.get("epoch"), **_settings(predictor)})
   _, class_names, labels, names, target, unreadable = reference
   mean = np.mean(probabilities, axis=0)

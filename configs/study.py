@@ -9,7 +9,8 @@ same held-out split, and <workdir>/report/ receives report.md, report.html, figu
 tables. A finished run already in <workdir>/<model name>/ (moved or symlinked there) is only
 evaluated and reported. With --config.train_missing=False nothing is trained: the report
 covers the runs that exist (an unfinished one with its best checkpoint so far) and lists
-the others as missing.
+the others as missing. A model with two seeds or more also gets an extra row, clearly
+labelled: the ensemble of its seeds (`report.seed_ensembles`), never its headline figure.
 
 `--config=configs/study.py:tiny` (`get_config("tiny")`) is a study of two tiny CNNs at 32 px for
 1 epoch, for tests and smoke runs (seconds on a CPU).
@@ -57,6 +58,8 @@ def report_options() -> ml_collections.ConfigDict:
   r.gradcam_layers = ml_collections.ConfigDict({"custom_cnn": "stage4"})
   r.gradcam_target = "predicted"  # or 'true': whose class evidence the heat map shows.
   r.mistakes_shown = 8
+  # Extra rows in the answer: each model's seeds as one ensemble (mean probabilities).
+  r.seed_ensembles = True
   r.inference_batch_size = 32
   r.inference_repeats = 5  # Timed after one warm-up batch; the median is reported.
   # The Keras study's own figures, shown beside ours (its split differs from ours).

@@ -121,3 +121,27 @@ def test_study_end_to_end_rerun_and_missing_runs(tmp_path):
   assert result.section_errors == []
   markdown = _check_report(result.report_dir, names)
   assert "not_trained_yet (missing" in markdown
+
+
+def test_a_model_with_two_seeds_gets_an_ensemble_row_that_is_reused(tmp_path):
+  source = write_synthetic_folder(tmp_path / "cars")
+  workdir = tmp_path / "study"
+  config = _study_config(source)
+  config.unlock()
+  del config.models["tiny_cnn_avgpool"]
+  config.seeds = (0, 1)
+  config.lock()
+  result = report.run_study(config, str(workdir))
+  assert result.section_errors == []
+  ensemble_dir = workdir / "ensembles" / "tiny_cnn"
+  metrics = json.loads((ensemble_dir / "metrics.json").read_text())
+  assert [m["workdir"] for m in metrics["ensemble"]] == [
+      str(workdir / "tiny_cnn"), str(workdir / "tiny_cnn_seed1")]
+  with open(result.markdown_path) as f:
+    markdown = f.read()
+  row = next(l for l in markdown.splitlines() if "ensemble of its 2 seeds (extra row)" in l)
+  assert f"{metrics['accuracy']:.3f} [" in row
+  # A second report reuses the ensemble's evaluation of the same checkpoints.
+  before = _mtime(ensemble_dir / "metrics.json")
+  report.run_study(config, str(workdir))
+  assert _mtime(ensemble_dir / "metrics.json") == before

@@ -32,8 +32,8 @@ from carjax.study import results_figures
 from carjax.study import training_figures
 from carjax.study.measure import measure
 from carjax.study.report_writer import Report
-from carjax.study.runs import (ModelRun, headline_model, model_configs, prepare_run,
-                               short_error, train_seconds_of)
+from carjax.study.runs import (ModelRun, ensure_ensemble_evaluation, headline_model,
+                               model_configs, prepare_run, short_error, train_seconds_of)
 from carjax import checkpoint as ckpt
 from carjax import workdir as workdir_lib
 from carjax.data import loading
@@ -200,6 +200,11 @@ class _ReportBuilder:
       rows.append([name] + [str(headline.over_seeds(per_seed, k) or "–")
                             for k, _ in headline.INTERVAL_METRICS] +
                   [headline.with_interval(runs[0].metrics, "accuracy")])
+    ensembles = self.seed_ensembles(grouped)
+    for name, metrics in ensembles.items():
+      rows.append([f"{name}: ensemble of its {len(grouped[name])} seeds (extra row)"] +
+                  [headline.with_interval(metrics, k) for k, _ in headline.INTERVAL_METRICS] +
+                  ["–"])
     for ref in self.options.get("reference_rows", {}).values():
       cells = ["–"] * len(headline.INTERVAL_METRICS)
       keys = [k for k, _ in headline.INTERVAL_METRICS]
@@ -208,6 +213,12 @@ class _ReportBuilder:
     self.report.table(["model"] + [f"{t}: mean (lowest–highest seed)"
                                    for _, t in headline.INTERVAL_METRICS] +
                       ["accuracy of the first seed [95 % interval]"], rows)
+    if ensembles:
+      self.report.paragraph(
+          "Extra rows: the ensemble of a model's seeds classifies with the mean of their "
+          "probabilities (evaluations in `ensembles/`). It is not one model: it costs the "
+          "training and the inference of every seed, so it never stands for the model's "
+          "own figure; its interval is over the photos, for the one ensemble.")
     minutes = {}
     for name, runs in grouped.items():
       seconds = train_seconds_of(runs[0].workdir, runs[0].metrics)
@@ -225,6 +236,16 @@ class _ReportBuilder:
     self.report.bullets(headline.conclusions(
         {n: [r.metrics for r in runs] for n, runs in grouped.items()}, test_split=self.split,
         chosen_on=chosen_on, references=references, paired=paired, minutes=minutes))
+
+  def seed_ensembles(self, grouped: dict[str, list[ModelRun]]) -> dict[str, dict[str, Any]]:
+    """{model: metrics of the ensemble of its seeds} for every model with two seeds or more
+    evaluated (with `report.seed_ensembles`)."""
+    if not self.options.get("seed_ensembles", False):
+      return {}
+    return {name: ensure_ensemble_evaluation(
+                [r.workdir for r in runs], self.split,
+                os.path.join(self.workdir, "ensembles", name))
+            for name, runs in grouped.items() if len(runs) >= 2}
 
   def recipe_section(self) -> None:
     self.report.heading("Recipes")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from absl import logging
 import ml_collections
@@ -107,6 +107,21 @@ def ensure_evaluation(workdir: str, split: str) -> tuple[str, dict[str, Any]]:
     logging.info("Evaluating the best checkpoint of %s on %s.", workdir, split)
     evaluation.evaluate_workdir(workdir, ckpt.BEST, split=split)
   return eval_dir, workdir_lib.read_eval_metrics(eval_dir)
+
+
+def ensure_ensemble_evaluation(workdirs: Sequence[str], split: str,
+                               output_dir: str) -> dict[str, Any]:
+  """The metrics of the ensemble of the runs' best checkpoints on `split` (the mean of their
+  probabilities), evaluated into `output_dir` unless it already holds the evaluation of
+  these same checkpoints."""
+  wanted = [(w, (ckpt.read_meta(w, ckpt.BEST) or {}).get("step")) for w in workdirs]
+  if os.path.exists(os.path.join(output_dir, workdir_lib.EVAL_METRICS)):
+    metrics = workdir_lib.read_eval_metrics(output_dir)
+    found = [(m.get("workdir"), m.get("step")) for m in metrics.get("ensemble", [])]
+    if found == wanted and metrics.get("evaluated_on") == split:
+      return metrics
+  logging.info("Evaluating the ensemble of %s on %s.", ", ".join(workdirs), split)
+  return evaluation.evaluate_ensemble(list(workdirs), output_dir, ckpt.BEST, split=split)
 
 
 def prepare_run(name: str, config: ml_collections.ConfigDict, workdir: str,
