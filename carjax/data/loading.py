@@ -77,7 +77,8 @@ def load_data(config: ml_collections.ConfigDict, source=None,
   if not data_cfg.source:
     raise ConfigError(NO_DATA_HELP)
   source = source or open_configured_source(data_cfg)
-  aux = aux or aux_lib.for_train_split(data_cfg, source)
+  if aux is None:
+    aux = aux_lib.for_train_split(data_cfg, source)
   load = lambda split: load_split(data_cfg, source, split)
   train = load(data_cfg.train_split)
   evaluation = load(selection_split(data_cfg))
