@@ -25,14 +25,17 @@ from carjax import checkpoint as ckpt
 def restore_variables(workdir: str, which: str = ckpt.BEST, use_ema: bool | None = None):
   """(config, class_names, model, eval variables, checkpoint meta) of a workdir's checkpoint.
 
-  `use_ema`: the weight average (None: when the run keeps one) or, False, the raw weights."""
+  `use_ema`: the weight average (None: when the run keeps one) or, False, the raw weights.
+  A run trained with an auxiliary head is restored whole (checked against its model) and
+  handed on without that head: everything that predicts outputs the makes only."""
   config = workdir_lib.load_run_config(workdir)
   keeps_ema = bool(config.train.ema_decay)
   if use_ema and not keeps_ema:
     raise ConfigError(f"{workdir} keeps no weight average (its config.train.ema_decay is 0): "
                       "there are only its raw weights to evaluate")
   class_names = workdir_lib.read_class_names(workdir)
-  model = models.build_model(config.model, len(class_names))
+  model = models.build_model(config.model, len(class_names),
+                             len(workdir_lib.read_aux_class_names(workdir)))
   mngr = ckpt.manager(workdir, which)
   if mngr.latest_step() is None:
     raise MissingPathError(
@@ -44,6 +47,7 @@ def restore_variables(workdir: str, which: str = ckpt.BEST, use_ema: bool | None
   abstract = {"params": abstract["params"], "batch_stats": abstract.get("batch_stats", {})}
   variables, meta = ckpt.restore_model_variables(
       mngr, abstract, use_ema=keeps_ema if use_ema is None else use_ema)
+  model, variables = models.without_aux_head(model, variables)
   return config, class_names, model, variables, meta
 
 

@@ -2,6 +2,8 @@
 
   config.json               the run's config (`load_run_config`)
   class_names.json          class index → make (`read_class_names`)
+  aux_class_names.json      auxiliary class index → label, only for a run with an auxiliary
+                            head (`config.data.aux_labels_csv`; `read_aux_class_names`)
   unreadable_files.json     images the data loader skipped, with the reason
   metrics.jsonl             one JSON line per logged step and split (`MetricWriter`,
                             `read_metric_lines`); TensorBoard events under tensorboard/
@@ -24,6 +26,7 @@ from carjax.errors import MissingPathError
 
 CONFIG_FILE = "config.json"
 CLASS_NAMES_FILE = "class_names.json"
+AUX_CLASS_NAMES_FILE = "aux_class_names.json"
 UNREADABLE_FILES = "unreadable_files.json"
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -51,13 +54,20 @@ def read_eval_metrics(eval_folder: str) -> dict[str, Any]:
 
 
 def write_run_files(config: ml_collections.ConfigDict, workdir: str, class_names,
-                    failures: Iterable[dict[str, str]]) -> None:
-  """config.json, class_names.json and the list of unreadable files
-  ({'split', 'file', 'reason'} each), in the workdir."""
+                    failures: Iterable[dict[str, str]], aux_class_names=()) -> None:
+  """config.json, class_names.json, aux_class_names.json (only with auxiliary classes; a
+  stale one is removed, since its presence sizes the restored model) and the list of
+  unreadable files ({'split', 'file', 'reason'} each), in the workdir."""
   with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
   with open(os.path.join(workdir, CLASS_NAMES_FILE), "w") as f:
     json.dump(list(class_names), f, indent=2)
+  aux_path = os.path.join(workdir, AUX_CLASS_NAMES_FILE)
+  if aux_class_names:
+    with open(aux_path, "w") as f:
+      json.dump(list(aux_class_names), f, indent=2)
+  elif os.path.exists(aux_path):
+    os.remove(aux_path)
   with open(os.path.join(workdir, UNREADABLE_FILES), "w") as f:
     json.dump(list(failures), f, indent=2)
 
@@ -74,6 +84,15 @@ def load_run_config(workdir: str) -> ml_collections.ConfigDict:
 def read_class_names(workdir: str) -> tuple[str, ...]:
   """The run's class names in label order."""
   with open(os.path.join(workdir, CLASS_NAMES_FILE)) as f:
+    return tuple(json.load(f))
+
+
+def read_aux_class_names(workdir: str) -> tuple[str, ...]:
+  """The run's auxiliary class names in label order; () for a run without an auxiliary head."""
+  path = os.path.join(workdir, AUX_CLASS_NAMES_FILE)
+  if not os.path.exists(path):
+    return ()
+  with open(path) as f:
     return tuple(json.load(f))
 
 

@@ -33,6 +33,16 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.dev_fraction = 0.0
   c.data.test_fraction = 0.15
   c.data.tfds_data_dir = ""
+  # An auxiliary head on a second label of every training image (issue 13): a CSV path
+  # (relative to the current directory, like data.source); empty: off. Its column
+  # `aux_labels_key` names each image by its path relative to the image folder's root
+  # ('train/Acura/x.jpg'), `aux_labels_column` holds the label (cars20's MANIFEST.csv has the
+  # car `model` beside the make). Every training image needs a label; the head trains beside
+  # the make head (config.train.aux_loss_weight) and nothing else ever sees it: evaluation,
+  # prediction and export output the makes only. Image-folder sources only.
+  c.data.aux_labels_csv = ""
+  c.data.aux_labels_key = "relpath"
+  c.data.aux_labels_column = "model"
   c.data.tfds_manual_dir = ""
   c.data.augment = ml_collections.ConfigDict()
   c.data.augment.crop_scale = (0.35, 1.0)
@@ -66,6 +76,9 @@ def get_config() -> ml_collections.ConfigDict:
   # first blocks of a pretrained network): XLA then skips their backward pass.
   c.train.frozen_params = ""
   c.train.label_smoothing = 0.1
+  # With config.data.aux_labels_csv: loss = CE(make) + this × CE(auxiliary label), both
+  # label-smoothed alike.
+  c.train.aux_loss_weight = 0.5
   c.train.class_weights = False  # Inverse-frequency weighting of the loss.
   c.train.grad_clip_norm = 0.0  # 0: off.
   c.train.ema_decay = 0.0  # 0: no EMA of weights; e.g. 0.999 evaluates the EMA.

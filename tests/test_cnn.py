@@ -97,3 +97,16 @@ def test_frozen_batchnorm_keeps_running_statistics_in_training():
   assert jax.tree.all(jax.tree.map(jnp.array_equal, updated["batch_stats"],
                                    variables["batch_stats"]))
   assert jnp.allclose(train_out, model.apply(variables, x, train=False))
+
+
+def test_aux_head_adds_features_times_aux_classes_plus_bias():
+  config = custom_cnn.get_config()
+  plain = _count(_init(models.build_model(config.model, num_classes=20),
+                       config.data.image_size)["params"])
+  model = models.build_model(config.model, num_classes=20, aux_classes=153)
+  params = jax.eval_shape(lambda: models.init_variables(
+      model, decode.image_hw(config.data.image_size), jax.random.key(0)))["params"]
+  # The aux head sits on the 256-wide hidden layer, as the make head does.
+  assert params["aux_head"]["kernel"].shape == (256, 153)
+  assert _count(params) - plain == 256 * 153 + 153 == 39_321
+  assert _count(params) == 3_490_292 + 39_321

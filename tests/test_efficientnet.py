@@ -202,3 +202,14 @@ def test_frozen_batchnorm_in_training_uses_and_keeps_running_statistics():
   same = jax.tree.map(jnp.array_equal, updated['batch_stats'], variables['batch_stats'])
   assert all(jax.tree.leaves(same))
   assert jnp.allclose(out, model.apply(variables, x, train=False), atol=1e-5)
+
+
+def test_aux_head_adds_features_times_aux_classes_plus_bias():
+  from carjax import models  # pylint: disable=g-import-not-at-top
+  model = efficientnet('lite0', 1000, aux_classes=153)
+  shapes = jax.eval_shape(
+      lambda: models.init_variables(model, (32, 32), jax.random.key(0)))['params']
+  assert shapes['aux_head']['kernel'].shape == (1280, 153)
+  assert sum(leaf.size for leaf in jax.tree.leaves(shapes)) == 4_652_008 + 1280 * 153 + 153
+  # Plain init (as converters do) calls no aux head, so it makes no aux parameters.
+  assert _param_count(efficientnet('lite0', 1000)) == 4_652_008

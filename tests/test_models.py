@@ -36,3 +36,31 @@ def test_apply_pixels_is_apply_on_normalised_input():
   np.testing.assert_allclose(
       np.asarray(models.apply_pixels(model, variables, pixels, spec, train=False)),
       np.asarray(direct), rtol=1e-5, atol=1e-5)
+
+
+def test_aux_head_reads_the_same_dropped_out_features_and_is_dropped_for_inference():
+  model = CustomCNN(num_classes=3, stage_widths=(4,), convs_per_stage=1, dense_widths=(8,),
+                    dropout_rate=0.5, aux_classes=5)
+  variables = models.init_variables(model, (16, 16), jax.random.key(0))
+  assert variables["params"]["aux_head"]["kernel"].shape == (8, 5)
+  x = jax.random.normal(jax.random.key(1), (4, 16, 16, 3))
+  rngs = {"dropout": jax.random.key(2)}
+  (logits, aux_logits), _ = model.apply(variables, x, train=True, rngs=rngs,
+                                        return_aux=True, mutable=["batch_stats"])
+  plain_call, _ = model.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
+  np.testing.assert_array_equal(np.asarray(plain_call), np.asarray(logits))
+  # A model whose make head is the aux head, with the same dropout key, gives the aux logits:
+  # both heads see the very same (dropped-out) features.
+  swapped_model = CustomCNN(num_classes=5, stage_widths=(4,), convs_per_stage=1,
+                            dense_widths=(8,), dropout_rate=0.5)
+  params = {k: v for k, v in variables["params"].items() if k != "aux_head"}
+  params["head"] = variables["params"]["aux_head"]
+  swapped, _ = swapped_model.apply({**variables, "params": params}, x, train=True, rngs=rngs,
+                                   mutable=["batch_stats"])
+  np.testing.assert_allclose(np.asarray(swapped), np.asarray(aux_logits), rtol=1e-6)
+
+  inference_model, inference_vars = models.without_aux_head(model, variables)
+  assert inference_model.aux_classes == 0 and "aux_head" not in inference_vars["params"]
+  np.testing.assert_array_equal(
+      np.asarray(inference_model.apply(inference_vars, x, train=False)),
+      np.asarray(model.apply(variables, x, train=False)))

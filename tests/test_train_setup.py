@@ -1,5 +1,6 @@
 """carjax/train/setup.py: a state started from converted weights keeps the backbone and
-resets the head; weights made for another input convention are refused."""
+resets the head (and the auxiliary head); weights made for another input convention are
+refused."""
 
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ def _lite0_config_with_fake_imagenet_weights(weights_dir):
 
 def test_state_from_pretrained_keeps_backbone_and_resets_head(tmp_path):
   config, imagenet = _lite0_config_with_fake_imagenet_weights(tmp_path / "weights")
-  setup, state = helpers.initial_state(config, 5)
+  setup, state = helpers.initial_state(config, 5, aux_classes=4)
   model = setup.model
 
   for zero_head in (True, False):
@@ -50,14 +51,16 @@ def test_state_from_pretrained_keeps_backbone_and_resets_head(tmp_path):
         for p in path:
           source = source[p.key]
         np.testing.assert_array_equal(np.asarray(leaf), source, err_msg=name)
-    head = started.params["head"]
-    assert head["kernel"].shape == (1280, 5)
-    if zero_head:
-      assert not np.any(np.asarray(head["kernel"])) and not np.any(np.asarray(head["bias"]))
-    else:
-      np.testing.assert_array_equal(np.asarray(head["kernel"]),
-                                    np.asarray(state.params["head"]["kernel"]))
-      assert np.std(np.asarray(head["kernel"])) > 0.01
+    assert started.params["head"]["kernel"].shape == (1280, 5)
+    assert started.params["aux_head"]["kernel"].shape == (1280, 4)
+    for name in ("head", "aux_head"):
+      head = started.params[name]
+      if zero_head:
+        assert not np.any(np.asarray(head["kernel"])) and not np.any(np.asarray(head["bias"]))
+      else:
+        np.testing.assert_array_equal(np.asarray(head["kernel"]),
+                                      np.asarray(state.params[name]["kernel"]))
+        assert np.std(np.asarray(head["kernel"])) > 0.01
 
   config.model.input_std = (1.0, 1.0, 1.0)
   with pytest.raises(ValueError, match="input_std"):

@@ -8,7 +8,9 @@ from typing import Any
 
 from absl import logging
 import ml_collections
+import numpy as np
 
+from carjax.data import aux_labels as aux_lib
 from carjax.data import cache as cache_lib
 from carjax.data import dev_split
 from carjax.data import sources
@@ -17,11 +19,14 @@ from carjax.errors import ConfigError
 
 @dataclasses.dataclass
 class RunData:
-  """The decoded train split of a run and the split its checkpoints are chosen on."""
+  """The decoded train split of a run and the split its checkpoints are chosen on; with
+  `config.data.aux_labels_csv`, the auxiliary classes and each training image's label."""
 
   class_names: tuple[str, ...]
   train: Any  # carjax.data.cache.CachedSplit
   eval: Any  # The `selection_split`: dev, or else the eval split.
+  aux_class_names: tuple[str, ...] = ()
+  train_aux_labels: np.ndarray | None = None  # int32, aligned with `train.images`.
 
   def unreadable_files(self) -> list[dict[str, str]]:
     """{'split', 'file', 'reason'} of every image the loader skipped."""
@@ -63,20 +68,27 @@ def selection_split(data_cfg: ml_collections.ConfigDict) -> str:
   return dev_split.DEV if data_cfg.get("dev_fraction", 0.0) else data_cfg.eval_split
 
 
-def load_data(config: ml_collections.ConfigDict, source=None) -> RunData:
+def load_data(config: ml_collections.ConfigDict, source=None,
+              aux: aux_lib.AuxLabels | None = None) -> RunData:
   """Decodes (or loads cached) the train and eval splits of `source` (default: opens
-  `config.data.source`)."""
+  `config.data.source`), with the train split's auxiliary labels (`aux`, default: read as
+  `config.data.aux_labels_csv` says)."""
   data_cfg = config.data
   if not data_cfg.source:
     raise ConfigError(NO_DATA_HELP)
   source = source or open_configured_source(data_cfg)
+  if aux is None:
+    aux = aux_lib.for_train_split(data_cfg, source)
   load = lambda split: load_split(data_cfg, source, split)
   train = load(data_cfg.train_split)
   evaluation = load(selection_split(data_cfg))
   for split, part in ((data_cfg.train_split, train), (selection_split(data_cfg), evaluation)):
     logging.info("%s: %d images decoded, %d unreadable skipped.", split, len(part.labels),
                  len(part.failures))
-  return RunData(tuple(source.class_names), train, evaluation)
+  if aux is None:
+    return RunData(tuple(source.class_names), train, evaluation)
+  return RunData(tuple(source.class_names), train, evaluation, aux.class_names,
+                 aux.labels_of(train.names))
 
 
 def load_split(data_cfg: ml_collections.ConfigDict, source, split: str):

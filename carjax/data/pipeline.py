@@ -39,16 +39,20 @@ def train_indices(num_examples: int, batch_size: int, seed: int, step: int) -> n
 
 
 def train_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
-                  start_step: int = 0, rows: np.ndarray | None = None
-                  ) -> Iterator[dict[str, np.ndarray]]:
-  """Endless training batches {'image': uint8 NHWC, 'label': int32 N} from `start_step`;
-  with `rows`, only those positions of each global batch."""
+                  start_step: int = 0, rows: np.ndarray | None = None,
+                  aux_labels: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
+  """Endless training batches {'image': uint8 NHWC, 'label': int32 N} from `start_step`
+  (plus 'aux_label' from `aux_labels`, aligned with `labels`, when given); with `rows`, only
+  those positions of each global batch."""
   step = start_step
   while True:
     idx = np.sort(train_indices(len(labels), batch_size, seed, step))
     if rows is not None:
       idx = idx[rows]
-    yield {"image": images[idx], "label": labels[idx]}
+    batch = {"image": images[idx], "label": labels[idx]}
+    if aux_labels is not None:
+      batch["aux_label"] = aux_labels[idx]
+    yield batch
     step += 1
 
 

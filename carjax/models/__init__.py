@@ -3,7 +3,9 @@
 `build_model` turns a config's `model` section into a Flax module. Every model takes NHWC
 float input already normalised as `(pixels - mean) / std` and implements `__call__(x, *, train)`,
 `features(x, *, train)` (the last feature map, for Grad-CAM) and `classify(features, *, train)`;
-its classifier is a submodule named `head`.
+its classifier is a submodule named `head`. Built with `aux_classes > 0`, a model also has an
+auxiliary classifier `aux_head` on the same features, which only `return_aux=True` calls
+(training on a second label); `without_aux_head` drops it for inference.
 
 The input contract is written once, here: `InputSpec` (mean, std and compute dtype of a model)
 turns pixels on the 0..255 scale into the model's input, `apply_pixels` applies a model to
@@ -38,8 +40,10 @@ def _dtype(name: str, option: str):
     raise ValueError(f"{option} must be one of {sorted(_DTYPES)}, got {name!r}") from None
 
 
-def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
-  """Builds the module named by `model_config.name` for `num_classes` outputs."""
+def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
+                aux_classes: int = 0) -> nn.Module:
+  """Builds the module named by `model_config.name` for `num_classes` outputs (and an
+  auxiliary head of `aux_classes` outputs when > 0)."""
   dtype = _dtype(model_config.get("dtype", "float32"), "config.model.dtype")
   param_dtype = _dtype(model_config.get("param_dtype", "float32"), "config.model.param_dtype")
   name = model_config.name
@@ -55,7 +59,7 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn
         freeze_batchnorm=model_config.get("freeze_batchnorm", False),
         global_pool=model_config.global_pool,
         dense_widths=tuple(model_config.dense_widths),
-        dropout_rate=model_config.dropout_rate,
+        dropout_rate=model_config.dropout_rate, aux_classes=aux_classes,
         dtype=dtype, param_dtype=param_dtype)
   if name == "efficientnet":
     from carjax.models.efficientnet import efficientnet  # pylint: disable=g-import-not-at-top
@@ -64,7 +68,7 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int) -> nn
                         convention=model_config.get("convention", "tf"),
                         dtype=dtype, param_dtype=param_dtype,
                         freeze_batchnorm=model_config.get("freeze_batchnorm", False),
-                        **overrides)
+                        aux_classes=aux_classes, **overrides)
   raise ValueError(f"config.model.name must be 'custom_cnn' or 'efficientnet', got {name!r}")
 
 
@@ -101,7 +105,18 @@ def init_variables(model: nn.Module, input_hw: tuple[int, int], rng):
   (`carjax.data.decode.image_hw` of a config's size; pure: use under `jax.jit` or
   `jax.eval_shape`)."""
   height, width = input_hw
-  return model.init(rng, jnp.zeros((1, height, width, 3), jnp.float32), train=False)
+  # Flax creates a submodule's parameters only when init calls it: the auxiliary head too.
+  aux = {"return_aux": True} if getattr(model, "aux_classes", 0) else {}
+  return model.init(rng, jnp.zeros((1, height, width, 3), jnp.float32), train=False, **aux)
+
+
+def without_aux_head(model: nn.Module, variables):
+  """(model, variables) with the auxiliary head removed: what inference, evaluation and
+  export use (they output the makes only). Unchanged for a model without one."""
+  if not getattr(model, "aux_classes", 0):
+    return model, variables
+  params = {k: v for k, v in variables["params"].items() if k != "aux_head"}
+  return model.clone(aux_classes=0), {**variables, "params": params}
 
 
 # XLA:CPU options per architecture, measured model by model (RESULTS.md "Speed"). YNNPACK's

@@ -85,6 +85,9 @@ class CustomCNN(nn.Module):
       position (the study's Keras model; many more parameters, overfits easily).
     dense_widths: hidden fully connected layers before the head.
     dropout_rate: dropout before every dense layer.
+    aux_classes: > 0 adds a second classifier, `aux_head`, on the same (dropped-out) features
+      as `head`, trained on an auxiliary label (`config.data.aux_labels_csv`); only
+      `return_aux=True` calls it, so inference and export see `head` alone.
   """
 
   num_classes: int
@@ -98,6 +101,7 @@ class CustomCNN(nn.Module):
   global_pool: str = "avg"
   dense_widths: Sequence[int] = (256,)
   dropout_rate: float = 0.3
+  aux_classes: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -114,6 +118,9 @@ class CustomCNN(nn.Module):
     self.dropout = nn.Dropout(self.dropout_rate)
     self.head = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
                          name="head")
+    if self.aux_classes:
+      self.aux_head = nn.Dense(self.aux_classes, dtype=self.dtype,
+                               param_dtype=self.param_dtype, name="aux_head")
 
   def features(self, x, *, train: bool):
     """The last convolutional feature map (N, h, w, C): what Grad-CAM looks at."""
@@ -121,8 +128,9 @@ class CustomCNN(nn.Module):
       x = stage(x, train=train)
     return x
 
-  def classify(self, features, *, train: bool):
-    """Pooling/flatten, then the dense layers: logits (N, num_classes) in float32."""
+  def classify(self, features, *, train: bool, return_aux: bool = False):
+    """Pooling/flatten, then the dense layers: logits (N, num_classes) in float32; with
+    `return_aux`, (logits, auxiliary logits (N, aux_classes))."""
     if self.global_pool == "avg":
       x = jnp.mean(features, axis=(1, 2))
     elif self.global_pool == "flatten":
@@ -133,9 +141,14 @@ class CustomCNN(nn.Module):
       x = self.dropout(x, deterministic=not train)
       x = nn.relu(dense(x))
     x = self.dropout(x, deterministic=not train)
-    logits = self.head(x)
     # Low-precision compute still returns float32 logits; float64 (gradient checks) stays.
-    return logits.astype(jnp.promote_types(logits.dtype, jnp.float32))
+    as_float = lambda y: y.astype(jnp.promote_types(y.dtype, jnp.float32))
+    logits = as_float(self.head(x))
+    if not return_aux:
+      return logits
+    if not self.aux_classes:
+      raise ValueError("return_aux=True needs a model built with aux_classes > 0")
+    return logits, as_float(self.aux_head(x))
 
-  def __call__(self, x, *, train: bool):
-    return self.classify(self.features(x, train=train), train=train)
+  def __call__(self, x, *, train: bool, return_aux: bool = False):
+    return self.classify(self.features(x, train=train), train=train, return_aux=return_aux)

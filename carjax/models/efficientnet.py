@@ -24,7 +24,8 @@ Parameter tree (names used by the converters in `carjax.convert`)::
                               depthwise_conv, depthwise_bn,
                               se_reduce, se_expand (absent without SE),
                               project_conv, project_bn
-  top_conv, top_bn (the 1x1 head conv), head (the classifier Dense)
+  top_conv, top_bn (the 1x1 head conv), head (the classifier Dense),
+  aux_head (a second classifier Dense, only with aux_classes > 0)
 """
 
 from __future__ import annotations
@@ -219,6 +220,9 @@ class EfficientNet(nn.Module):
     drop_connect_rate: stochastic-depth rate of the last block; block i of n
       drops with rate * i / n (Keras/TF schedule).
     dropout_rate: dropout before the classifier.
+    aux_classes: > 0 adds a second classifier, `aux_head`, on the same pooled, dropped-out
+      features as `head` (an auxiliary label, `config.data.aux_labels_csv`); only
+      `return_aux=True` calls it, so inference and export see `head` alone.
     resolution: the variant's native input size (informational).
     depthwise_implementation: 'auto' | 'shifted' | 'grouped'.
     dtype: computation dtype; param_dtype: parameter dtype. Logits are float32.
@@ -238,6 +242,7 @@ class EfficientNet(nn.Module):
   bn_momentum: float = 0.99
   drop_connect_rate: float = 0.2
   dropout_rate: float = 0.2
+  aux_classes: int = 0
   resolution: int = 224
   depthwise_implementation: Implementation = 'auto'
   # True: BatchNorm normalises with its running statistics in training too and never
@@ -309,6 +314,9 @@ class EfficientNet(nn.Module):
     self.dropout = nn.Dropout(self.dropout_rate)
     self.head = nn.Dense(self.num_classes, kernel_init=_dense_init,
                          dtype=self.dtype, param_dtype=self.param_dtype)
+    if self.aux_classes:
+      self.aux_head = nn.Dense(self.aux_classes, kernel_init=_dense_init,
+                               dtype=self.dtype, param_dtype=self.param_dtype)
 
   def features(self, x: Array, *, train: bool) -> Array:
     """Image -> final feature map (after the 1x1 head conv), before pooling.
@@ -329,14 +337,21 @@ class EfficientNet(nn.Module):
     self.sow('intermediates', 'head_conv', x)
     return x
 
-  def classify(self, features: Array, *, train: bool) -> Array:
-    """Feature map -> logits: global average pool, dropout, Dense."""
+  def classify(self, features: Array, *, train: bool, return_aux: bool = False):
+    """Feature map -> logits: global average pool, dropout, Dense; with `return_aux`,
+    (logits, auxiliary logits) from the same dropped-out features."""
     x = jnp.mean(features, axis=(1, 2))
     x = self.dropout(x, deterministic=not train)
-    return jnp.asarray(self.head(x), jnp.float32)
+    logits = jnp.asarray(self.head(x), jnp.float32)
+    if not return_aux:
+      return logits
+    if not self.aux_classes:
+      raise ValueError('return_aux=True needs a model built with aux_classes > 0')
+    return logits, jnp.asarray(self.aux_head(x), jnp.float32)
 
-  def __call__(self, x: Array, *, train: bool) -> Array:
-    return self.classify(self.features(x, train=train), train=train)
+  def __call__(self, x: Array, *, train: bool, return_aux: bool = False):
+    return self.classify(self.features(x, train=train), train=train,
+                         return_aux=return_aux)
 
 
 def variant_defaults(variant: str, *, convention: str = 'tf') -> dict[str, Any]:

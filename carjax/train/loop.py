@@ -24,6 +24,7 @@ from carjax import distributed
 from carjax import faults
 from carjax import interrupts
 from carjax import metrics as metrics_lib
+from carjax.data import aux_labels
 from carjax.data import loading
 from carjax.data import pipeline
 from carjax.data.loading import RunData, load_data, open_configured_source
@@ -97,18 +98,23 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> TrainedRun
   validate.check_data_source(source, config)
   class_names = tuple(source.class_names)
   num_classes = len(class_names)
+  # The auxiliary labels are read and checked before any image is decoded.
+  aux = aux_labels.for_train_split(config.data, source)
+  aux_names = aux.class_names if aux else ()
   rerun.check_rerun(workdir, config, class_names,
-                    setup_lib.abstract_variables(config, num_classes))
+                    setup_lib.abstract_variables(config, num_classes, len(aux_names)),
+                    aux_class_names=aux_names)
   # Decoded once per disk: the primary fills the cache, the others read it.
-  data = distributed.primary_first("carjax:load_data", lambda: load_data(config, source))
+  data = distributed.primary_first("carjax:load_data", lambda: load_data(config, source, aux))
   validate.check_decoded(data.train.labels, data.eval.labels, config)
   if distributed.is_primary():
-    write_run_files(config, workdir, class_names, data.unreadable_files())
+    write_run_files(config, workdir, class_names, data.unreadable_files(), aux_names)
 
   per_epoch = pipeline.steps_per_epoch(len(data.train.labels), config.train.batch_size)
   weights = (steps_lib.class_weights_for(data.train.labels, num_classes)
              if config.train.class_weights else None)
-  setup = setup_lib.build(config, num_classes, per_epoch, class_weights=weights, mesh=mesh)
+  setup = setup_lib.build(config, num_classes, per_epoch, class_weights=weights, mesh=mesh,
+                          aux_classes=len(aux_names))
   state, meta = setup_lib.initial_state(setup, config, workdir)
   run = _EpochLoop(config, workdir, data, class_names, per_epoch, setup.schedules,
                    setup.train_step, setup.eval_step, setup.data_sharding, setup.rngs["train"])
@@ -198,7 +204,8 @@ class _EpochLoop:
       batch_size = self.config.train.batch_size
       batches = pipeline.train_batches(
           self.data.train.images, self.data.train.labels, batch_size, self.config.seed, step,
-          rows=sharding_lib.process_rows(self.data_sharding, batch_size))
+          rows=sharding_lib.process_rows(self.data_sharding, batch_size),
+          aux_labels=self.data.train_aux_labels)
       while int(self.state.step) < self.total_steps:
         self.train_epoch(batches)
         self.finish_epoch()
@@ -217,7 +224,7 @@ class _EpochLoop:
     bar = ProgressBar(epoch, config.train.num_epochs, start=step - (epoch - 1) * per_epoch,
                       total=per_epoch)
     self.window = _Window(self.workdir)
-    self.epoch_sums = {"loss_sum": 0.0, "ce_sum": 0.0, "correct": 0.0, "count": 0.0}
+    self.epoch_sums = {k: 0.0 for k in _SUMMED}
     while step < epoch_end:
       faults.point(f"step_{step}")
       batch = sharding_lib.global_batch(next(batches), self.data_sharding,
@@ -248,12 +255,15 @@ class _EpochLoop:
     loss, accuracy = totals["loss_sum"] / totals["count"], totals["correct"] / totals["count"]
     bar.update(step - (epoch - 1) * self.per_epoch, loss=loss, accuracy=accuracy,
                images_per_s=images_per_s)
-    self.writer.write(step, "train", {
+    logged = {
         "loss": loss, "cross_entropy": totals["ce_sum"] / totals["count"],
         "accuracy": accuracy, "images_per_s": images_per_s,
         "grad_norm": sums["grad_norm"],
         "lr_backbone": float(self.schedules["backbone"](step)),
-        "lr_head": float(self.schedules["head"](step)), "epoch": epoch})
+        "lr_head": float(self.schedules["head"](step)), "epoch": epoch}
+    if self.data.train_aux_labels is not None:
+      logged["aux_accuracy"] = totals["aux_correct"] / totals["count"]
+    self.writer.write(step, "train", logged)
 
   def periodic_save_due(self, step: int) -> bool:
     if self.every_steps and step % self.every_steps == 0:
@@ -320,6 +330,11 @@ def _nan_advice(workdir: str, saved_step: int) -> str:
           f"{workdir} starts it from the intact checkpoint)")
 
 
+# The train metrics summed over a logging window and an epoch ('aux_correct': 0 without an
+# auxiliary head).
+_SUMMED = ("loss_sum", "ce_sum", "correct", "count", "aux_correct")
+
+
 class _Window:
   """Train metrics of the steps since the last host sync."""
 
@@ -347,8 +362,7 @@ class _Window:
         raise NonFiniteError(f"non-finite {what} at training step {step + 1}: "
                              + _nan_advice(self.workdir, saved_step))
     now = time.perf_counter()
-    sums = {k: float(sum(float(m.get(k, 0.0)) for m in fetched))
-            for k in ("loss_sum", "ce_sum", "correct", "count")}
+    sums = {k: float(sum(float(m.get(k, 0.0)) for m in fetched)) for k in _SUMMED}
     sums["grad_norm"] = float(max(float(m.get("grad_norm", 0.0)) for m in fetched))
     sums["seconds"] = now - self.start_time
     self.start_time = now

@@ -1,6 +1,7 @@
 """Optimisers from config: AdamW or SGD+momentum, warm-up + cosine, per-group learning rates.
 
-Parameters fall into two groups: the classifier `head` and everything else (the backbone).
+Parameters fall into two groups: the classifier `head` (with the auxiliary `aux_head`, if
+any) and everything else (the backbone).
 Each group has its own schedule, so fine-tuning can train the head alone for the first
 `freeze_backbone_epochs` (the backbone's learning rate is exactly 0 there) and then the
 whole network with a smaller backbone rate. Weight decay applies to kernels only: decaying
@@ -30,13 +31,13 @@ def warmup_cosine(peak: float, total_steps: int, warmup_steps: int, start_step: 
 
 
 def param_groups(params, frozen_pattern: str = "") -> dict:
-  """A label per parameter (same tree as params): 'head' for the classifier, 'frozen' for
+  """A label per parameter (same tree as params): 'head' for the classifiers, 'frozen' for
   those whose '/'-joined path matches `frozen_pattern` (a regex; empty: none), else
   'backbone'."""
   frozen = re.compile(frozen_pattern) if frozen_pattern else None
 
   def label(path):
-    if path[0] == "head":
+    if path[0] in ("head", "aux_head"):
       return "head"
     if frozen is not None and frozen.search("/".join(path)):
       return "frozen"

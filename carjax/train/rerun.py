@@ -146,8 +146,19 @@ def has_checkpoint(workdir: str) -> bool:
              if os.path.isdir(ckpt.checkpoint_dir(workdir, w)))
 
 
+def _names_difference(what: str, before, now) -> list[str]:
+  """['<what>: 3 -> 4, added [...]'] when two class-name lists differ, else []."""
+  if list(before) == list(now):
+    return []
+  gone = [c for c in before if c not in now]
+  new = [c for c in now if c not in before]
+  return [f"{what}: {len(before)} -> {len(now)}"
+          + (f", removed {gone}" if gone else "") + (f", added {new}" if new else "")
+          + ("" if gone or new else ", same names in another order")]
+
+
 def check_rerun(workdir: str, config: ml_collections.ConfigDict, class_names,
-                abstract_variables) -> None:
+                abstract_variables, aux_class_names=()) -> None:
   """Refuses (WorkdirMismatchError) a rerun that would continue another run's checkpoints."""
   if not has_checkpoint(workdir):
     return
@@ -164,16 +175,13 @@ def check_rerun(workdir: str, config: ml_collections.ConfigDict, class_names,
     if allowed:
       logging.warning("Resuming %s with changed %s.", workdir, ", ".join(
           f"config.{k} ({before[k]!r} -> {now[k]!r})" for k in allowed))
-  names_path = os.path.join(workdir, workdir_lib.CLASS_NAMES_FILE)
-  if os.path.exists(names_path):
-    with open(names_path) as f:
-      before_names = json.load(f)
-    if list(before_names) != list(class_names):
-      gone = [c for c in before_names if c not in class_names]
-      new = [c for c in class_names if c not in before_names]
-      problems.append(f"classes: {len(before_names)} -> {len(class_names)}"
-                      + (f", removed {gone}" if gone else "") + (f", added {new}" if new else "")
-                      + ("" if gone or new else ", same names in another order"))
+  if os.path.exists(os.path.join(workdir, workdir_lib.CLASS_NAMES_FILE)):
+    problems += _names_difference("classes", workdir_lib.read_class_names(workdir),
+                                  class_names)
+  # Absent for a run without an auxiliary head (then the model's shapes tell a new one).
+  if os.path.exists(os.path.join(workdir, workdir_lib.AUX_CLASS_NAMES_FILE)):
+    problems += _names_difference("auxiliary classes",
+                                  workdir_lib.read_aux_class_names(workdir), aux_class_names)
   problems += _model_differences(workdir, abstract_variables)
   if problems:
     raise WorkdirMismatchError(

@@ -35,6 +35,9 @@ from carjax.train import state as state_lib
 from carjax.train import steps as steps_lib
 from carjax.train.state import TrainState
 
+# The classifiers made for this run's classes, never taken from pretrained weights.
+_NEW_HEADS = ("head", "aux_head")
+
 
 @dataclasses.dataclass
 class TrainSetup:
@@ -55,21 +58,24 @@ class TrainSetup:
   eval_step: Callable[..., Any]  # Jitted.
 
 
-def abstract_variables(config: ml_collections.ConfigDict, num_classes: int) -> dict:
+def abstract_variables(config: ml_collections.ConfigDict, num_classes: int,
+                       aux_classes: int = 0) -> dict:
   """The shapes of the model's variables, without computing any (for checks before a run)."""
-  model = models.build_model(config.model, num_classes)
+  model = models.build_model(config.model, num_classes, aux_classes)
   rng = state_lib.rngs_from_seed(config.seed)["init"]
   input_hw = decode.image_hw(config.data.image_size)
   return jax.eval_shape(lambda r: models.init_variables(model, input_hw, r), rng)
 
 
 def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: int, *,
-          class_weights=None, mesh: jax.sharding.Mesh | None = None) -> TrainSetup:
-  """The set-up of `config` for `num_classes` (mesh: default `sharding.make_mesh(config)`)."""
+          class_weights=None, mesh: jax.sharding.Mesh | None = None,
+          aux_classes: int = 0) -> TrainSetup:
+  """The set-up of `config` for `num_classes` (mesh: default `sharding.make_mesh(config)`);
+  `aux_classes > 0` adds the auxiliary head and its loss (batches then carry 'aux_label')."""
   mesh = mesh or sharding_lib.make_mesh(config)
   sharding_lib.check_batch_sizes(config, mesh)
   rngs = state_lib.rngs_from_seed(config.seed)
-  model = models.build_model(config.model, num_classes)
+  model = models.build_model(config.model, num_classes, aux_classes)
   size, train_cfg = decode.image_hw(config.data.image_size), config.train
   abstract_params = jax.eval_shape(lambda r: models.init_variables(model, size, r),
                                    rngs["init"])["params"]
@@ -83,7 +89,8 @@ def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: 
   replicated = sharding_lib.replicated(mesh)
   xla_options = models.compiler_options(config.model, jax.default_backend())
   train_step, eval_step = make_steps(config, model, num_classes, class_weights=class_weights,
-                                     micro_batch_sharding=sharding_lib.micro_batch_sharding(mesh))
+                                     micro_batch_sharding=sharding_lib.micro_batch_sharding(mesh),
+                                     aux_classes=aux_classes)
   return TrainSetup(
       model=model, input_spec=models.InputSpec.from_config(config.model), mesh=mesh,
       data_sharding=sharding_lib.batch_sharding(mesh), replicated=replicated, tx=tx,
@@ -97,9 +104,10 @@ def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: 
 
 def make_steps(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int, *,
                input_spec: models.InputSpec | None = None, class_weights=None,
-               micro_batch_sharding=None):
+               micro_batch_sharding=None, aux_classes: int = 0):
   """(train_step, eval_step), not yet jitted, with every option read from `config` (the input
-  normalisation from `config.model` unless `input_spec` is given)."""
+  normalisation from `config.model` unless `input_spec` is given; `aux_classes > 0`: `model`
+  has an auxiliary head, trained with weight `config.train.aux_loss_weight`)."""
   train_cfg = config.train
   input_spec = input_spec or models.InputSpec.from_config(config.model)
   train_step = steps_lib.make_train_step(
@@ -108,7 +116,8 @@ def make_steps(config: ml_collections.ConfigDict, model: nn.Module, num_classes:
       label_smoothing=train_cfg.label_smoothing, ema_decay=train_cfg.ema_decay,
       frozen_pattern=train_cfg.frozen_params,
       accum_steps=int(train_cfg.get("grad_accum_steps", 1)), class_weights=class_weights,
-      micro_batch_sharding=micro_batch_sharding)
+      micro_batch_sharding=micro_batch_sharding, aux_classes=aux_classes,
+      aux_loss_weight=float(train_cfg.get("aux_loss_weight", 0.0)))
   eval_step = steps_lib.make_eval_step(model=model, input_spec=input_spec,
                                        num_classes=num_classes,
                                        use_ema=bool(train_cfg.ema_decay),
@@ -144,20 +153,23 @@ def initial_state(setup: TrainSetup, config: ml_collections.ConfigDict, workdir:
 def state_from_pretrained(state: TrainState, model,
                           config: ml_collections.ConfigDict) -> TrainState:
   """`state` with every parameter and BatchNorm statistic from `config.model.pretrained`
-  except the classifier head (re-initialised for our classes; zero with
-  `config.init.zero_head`). Fails, naming them, on weights made for another model."""
+  except the classifier head and the auxiliary head if any (re-initialised for our classes;
+  zero with `config.init.zero_head`). Fails, naming them, on weights made for another
+  model."""
   weights_dir = pretrained_weights_dir(config)
   variables, conventions = ckpt.load_converted(weights_dir)
   pretrained.check_conventions(conventions, config.model, model)
   merged = pretrained.merge_pretrained(
       {"params": state.params, "batch_stats": state.batch_stats}, variables,
-      reinit=("head",))
+      reinit=_NEW_HEADS)
   if config.init.zero_head:
     # Random logits of a fresh head over 1280 pretrained features are large (loss ~4 for
     # 20 classes instead of ln 20 = 3); starting at zero keeps early gradients from
     # scrambling the pretrained backbone (measured: 0.41 val accuracy after one epoch on
     # cars20 against 0.29 with the random head).
-    merged["params"]["head"] = jax.tree.map(jnp.zeros_like, merged["params"]["head"])
+    for head in _NEW_HEADS:
+      if head in merged["params"]:
+        merged["params"][head] = jax.tree.map(jnp.zeros_like, merged["params"][head])
   # Each new leaf goes where its initialised counterpart lives (replicated over the mesh).
   placed = {k: jax.tree.map(lambda new, old: jax.device_put(new, old.sharding), merged[k], v)
             for k, v in (("params", state.params), ("batch_stats", state.batch_stats))}

@@ -68,43 +68,64 @@ def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
                     augment_spec: augment.AugmentSpec, num_classes: int,
                     label_smoothing: float = 0.0, ema_decay: float = 0.0,
                     frozen_pattern: str = "", accum_steps: int = 1, class_weights=None,
-                    micro_batch_sharding=None) -> Callable[..., Any]:
+                    micro_batch_sharding=None, aux_classes: int = 0,
+                    aux_loss_weight: float = 0.0) -> Callable[..., Any]:
   """Builds the (not yet jitted) `train_step(state, batch, rng) -> (state, metrics)`.
 
   `frozen_pattern` (the optimiser's frozen parameters) is left out of the logged gradient
   norm. `micro_batch_sharding` (for accum_steps > 1) places the [k, batch/k, ...]
-  micro-batch stack so that every micro-batch is split over every device.
+  micro-batch stack so that every micro-batch is split over every device. With
+  `aux_classes > 0` (a model with an auxiliary head, batches with an 'aux_label'), each
+  example's loss is CE(make) + `aux_loss_weight` × CE(auxiliary label), both label-smoothed
+  (and class-weighted by the make) alike; the logged cross-entropy and accuracy stay the
+  makes', and `aux_correct` counts the auxiliary head's hits.
   """
   weights_table = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
+  apply_kwargs = {"return_aux": True} if aux_classes else {}
+
+  def per_example_loss(outputs, targets):
+    logits, aux_logits = outputs
+    losses = cross_entropy(logits, targets["label"], num_classes, label_smoothing)[1]
+    if aux_classes:
+      losses = losses + aux_loss_weight * cross_entropy(
+          aux_logits, targets["aux_label"], aux_classes, label_smoothing)[1]
+    return losses
+
+  def forward(params, batch_stats, images, dropout_rng):
+    """((logits, auxiliary logits or None), BatchNorm statistics) in training mode."""
+    out, updates = model.apply({"params": params, "batch_stats": batch_stats}, images,
+                               train=True, rngs={"dropout": dropout_rng},
+                               mutable=["batch_stats"], **apply_kwargs)
+    return (out if aux_classes else (out, None)), updates.get("batch_stats", batch_stats)
 
   def train_step(state: TrainState, batch, rng):
     step_rng = jax.random.fold_in(rng, state.step)
     aug_rng, dropout_rng = jax.random.split(step_rng)
     images = input_spec.normalize(augment_spec.apply(aug_rng, batch["image"]))
     labels = batch["label"]
+    targets = {"label": labels}
+    if aux_classes:
+      targets["aux_label"] = batch["aux_label"]
     example_weights = None if weights_table is None else weights_table[labels]
 
     def loss_fn(params):
-      logits, updates = model.apply(
-          {"params": params, "batch_stats": state.batch_stats}, images, train=True,
-          rngs={"dropout": dropout_rng}, mutable=["batch_stats"])
-      loss, _ = cross_entropy(logits, labels, num_classes, label_smoothing, example_weights)
-      return loss, (logits, updates)
+      outputs, batch_stats = forward(params, state.batch_stats, images, dropout_rng)
+      loss = _weighted_mean(per_example_loss(outputs, targets), example_weights)
+      return loss, (outputs, batch_stats)
 
     if accum_steps == 1:
-      (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      (loss, (outputs, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
           state.params)
-      batch_stats = updates.get("batch_stats", state.batch_stats)
     else:
-      loss, logits, grads, batch_stats = _accumulated_gradients(
-          model, state, images, labels, example_weights, dropout_rng, accum_steps,
-          lambda lg, lb: cross_entropy(lg, lb, num_classes, label_smoothing)[1],
-          micro_batch_sharding)
+      loss, outputs, grads, batch_stats = _accumulated_gradients(
+          forward, state, images, targets, example_weights, dropout_rng, accum_steps,
+          per_example_loss, micro_batch_sharding)
     new_state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
     if ema_decay:
       decay = ema_decay
       new_state = new_state.replace(ema_params=jax.tree.map(
           lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, new_state.params))
+    logits, aux_logits = outputs
     count = labels.shape[0]
     # The objective above may be label-smoothed and class-weighted; the plain cross-entropy
     # is what the evaluations report, so train and eval curves can share one definition.
@@ -117,9 +138,19 @@ def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
         # The host stops the run on a non-finite loss or gradient (carjax.train.loop).
         "grad_norm": _trained_norm(grads, frozen_pattern),
     }
+    if aux_classes:
+      metrics["aux_correct"] = jnp.sum(jnp.argmax(aux_logits, -1) == targets["aux_label"])
     return new_state, metrics
 
   return train_step
+
+
+def _weighted_mean(losses, example_weights):
+  """The mean of per-example losses, weighted as `cross_entropy` weights them."""
+  if example_weights is None:
+    return jnp.mean(losses)
+  return (jnp.sum(losses * example_weights)
+          / jnp.maximum(jnp.sum(example_weights), 1e-8))
 
 
 def _micro_batches(x, num_micro: int, sharding):
@@ -130,40 +161,42 @@ def _micro_batches(x, num_micro: int, sharding):
   return x if sharding is None else jax.lax.with_sharding_constraint(x, sharding)
 
 
-def _accumulated_gradients(model, state, images, labels, example_weights, dropout_rng,
+def _accumulated_gradients(forward, state, images, targets, example_weights, dropout_rng,
                            num_micro: int, per_example_loss, sharding):
-  """(loss, logits, grads, batch_stats) of the whole batch, computed one micro-batch at a
-  time. Each micro-batch's loss is its share of the whole batch's weighted mean, so the
+  """(loss, outputs, grads, batch_stats) of the whole batch, computed one micro-batch at a
+  time (`targets`: the batch's label arrays by name; `outputs`: (logits, auxiliary logits or
+  None)). Each micro-batch's loss is its share of the whole batch's weighted mean, so the
   summed gradients are the whole batch's gradient."""
-  weights = (jnp.ones(labels.shape, jnp.float32) if example_weights is None
+  batch_size = targets["label"].shape[0]
+  weights = (jnp.ones((batch_size,), jnp.float32) if example_weights is None
              else example_weights)
   total_weight = jnp.maximum(jnp.sum(weights), 1e-8)
-  xs = (_micro_batches(images, num_micro, sharding), _micro_batches(labels, num_micro, sharding),
-        _micro_batches(weights, num_micro, sharding), jnp.arange(num_micro))
+  split = lambda x: _micro_batches(x, num_micro, sharding)
+  xs = (split(images), jax.tree.map(split, targets), split(weights), jnp.arange(num_micro))
 
   def micro_step(carry, x):
     grads_sum, stats_sum = carry
-    micro_images, micro_labels, micro_weights, index = x
+    micro_images, micro_targets, micro_weights, index = x
 
     def loss_fn(params):
-      logits, updates = model.apply(
-          {"params": params, "batch_stats": state.batch_stats}, micro_images, train=True,
-          rngs={"dropout": jax.random.fold_in(dropout_rng, index)}, mutable=["batch_stats"])
-      loss = jnp.sum(per_example_loss(logits, micro_labels) * micro_weights) / total_weight
-      return loss, (logits, updates.get("batch_stats", state.batch_stats))
+      outputs, stats = forward(params, state.batch_stats, micro_images,
+                               jax.random.fold_in(dropout_rng, index))
+      loss = jnp.sum(per_example_loss(outputs, micro_targets) * micro_weights) / total_weight
+      return loss, (outputs, stats)
 
-    (loss, (logits, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (outputs, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     carry = (jax.tree.map(jnp.add, grads_sum, grads), jax.tree.map(jnp.add, stats_sum, stats))
-    return carry, (loss, logits)
+    return carry, (loss, outputs)
 
   zeros = lambda tree: jax.tree.map(jnp.zeros_like, tree)
-  (grads, stats_sum), (losses, logits) = jax.lax.scan(
+  (grads, stats_sum), (losses, outputs) = jax.lax.scan(
       micro_step, (zeros(state.params), zeros(state.batch_stats)), xs)
   # Every micro-batch's running-statistics update starts from the same old statistics, so
   # their mean is one update with the micro-batches' mean statistics.
   batch_stats = jax.tree.map(lambda s: s / num_micro, stats_sum)
-  logits = logits.swapaxes(0, 1).reshape((labels.shape[0],) + logits.shape[2:])
-  return jnp.sum(losses), logits, grads, batch_stats
+  outputs = jax.tree.map(
+      lambda y: y.swapaxes(0, 1).reshape((batch_size,) + y.shape[2:]), outputs)
+  return jnp.sum(losses), outputs, grads, batch_stats
 
 
 def make_eval_step(*, model: nn.Module, input_spec: models.InputSpec, num_classes: int,

@@ -111,6 +111,28 @@ def _validate_data(config) -> None:
   if not isinstance(augment.flip, bool):
     raise ConfigError(f"config.data.augment.flip must be True or False, got {augment.flip!r}")
   _check_range(config, "data.augment.color_jitter", 0.0, 1.0)
+  if data.get("aux_labels_csv", ""):
+    _validate_aux_labels(data)
+
+
+def _validate_aux_labels(data) -> None:
+  """The labels CSV exists and names two different columns; the source is an image folder
+  (a TFDS dataset is refused before it is opened). Its contents are checked against the
+  train split before decoding (`carjax.data.aux_labels.for_train_split`)."""
+  csv_path = data.aux_labels_csv
+  if not isinstance(csv_path, str) or not os.path.isfile(os.path.expanduser(csv_path)):
+    raise ConfigError(f"config.data.aux_labels_csv={csv_path!r} is not a file")
+  for name in ("aux_labels_key", "aux_labels_column"):
+    if not isinstance(data[name], str) or not data[name]:
+      raise ConfigError(f"config.data.{name} must name a column of "
+                        f"config.data.aux_labels_csv, got {data[name]!r}")
+  if data.aux_labels_key == data.aux_labels_column:
+    raise ConfigError(f"config.data.aux_labels_key and config.data.aux_labels_column are "
+                      f"both {data.aux_labels_key!r}: the image path and its label are two "
+                      "columns")
+  if isinstance(data.source, str) and data.source.strip().startswith("tfds:"):
+    raise ConfigError(f"config.data.aux_labels_csv needs an image-folder source "
+                      f"(config.data.source=folder:PATH), not {data.source!r}")
 
 
 def _validate_model(config) -> None:
@@ -151,6 +173,8 @@ def _validate_train(config) -> None:
       raise ConfigError(f"config.train.frozen_params={train.frozen_params!r} is not a regular "
                         f"expression: {e}") from None
   _check_range(config, "train.label_smoothing", 0.0, 1.0, high_open=True)
+  if "aux_loss_weight" in train:
+    _check_range(config, "train.aux_loss_weight", 0.0)
   _check_range(config, "train.grad_clip_norm", 0.0)
   _check_range(config, "train.ema_decay", 0.0, 1.0, high_open=True)
   _check_range(config, "train.log_every_steps", 1, integer=True)
