@@ -49,6 +49,10 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.augment.crop_ratio = (0.75, 1.333)
   c.data.augment.flip = True
   c.data.augment.color_jitter = 0.2
+  # CutMix: with this probability per batch, a box of every image comes from another image,
+  # and the loss mixes the two labels by area (λ ~ Beta(alpha, alpha)). 0: off.
+  c.data.augment.cutmix_prob = 0.0
+  c.data.augment.cutmix_alpha = 1.0
 
   c.model = ml_collections.ConfigDict()
   c.model.name = ""

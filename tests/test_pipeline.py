@@ -70,3 +70,40 @@ def test_crops_of_a_wide_canvas_keep_its_proportions():
   # ~70 % of the ramp's range (a square box of the same area would span ~56 %).
   spans = np.asarray(out[..., 0].max(axis=(1, 2)) - out[..., 0].min(axis=(1, 2)))
   assert np.all(np.abs(spans / 255.0 - np.sqrt(0.5)) < 0.05), spans / 255.0
+
+
+def _constant_batch(batch=6, height=12, width=20):
+  """Image i is filled with the value i, so every pixel tells which image it came from."""
+  return jnp.broadcast_to(jnp.arange(batch, dtype=jnp.float32)[:, None, None, None],
+                          (batch, height, width, 3))
+
+
+def test_cutmix_pastes_one_box_from_a_partner_and_weighs_labels_by_its_area():
+  images = _constant_batch()
+  for seed in range(8):
+    mixed, partner, kept = augment.cutmix(jax.random.key(seed), images, alpha=1.0, prob=1.0)
+    mixed, partner, kept = np.asarray(mixed), np.asarray(partner), np.asarray(kept)
+    assert sorted(partner.tolist()) == list(range(6))  # A permutation of the batch.
+    for i in range(6):
+      own = mixed[i, ..., 0] == i
+      pasted = mixed[i, ..., 0] == partner[i]
+      assert np.all(own | pasted)  # Every pixel is the image's own or its partner's.
+      if partner[i] != i:
+        # `kept` is exactly the share of own pixels; the pasted ones form one rectangle.
+        assert kept[i] == pytest.approx(own.mean())
+        rows, cols = np.nonzero(pasted)
+        if rows.size:
+          assert rows.size == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
+    # The same box for the whole batch: one kept fraction.
+    assert np.all(kept == kept[0])
+
+
+def test_cutmix_keeps_about_half_of_each_image_on_average_and_nothing_when_off():
+  images = _constant_batch()
+  kept = [float(augment.cutmix(jax.random.key(s), images, alpha=1.0, prob=1.0)[2][0])
+          for s in range(200)]
+  # λ ~ Beta(1, 1) has mean 1/2; clipping at the borders only raises the kept share.
+  assert 0.45 < np.mean(kept) < 0.7 and min(kept) < 0.2 and max(kept) > 0.9
+  mixed, _, kept_off = augment.cutmix(jax.random.key(0), images, alpha=1.0, prob=0.0)
+  np.testing.assert_array_equal(np.asarray(mixed), np.asarray(images))
+  np.testing.assert_array_equal(np.asarray(kept_off), np.ones(6, np.float32))

@@ -175,3 +175,34 @@ def test_aux_loss_accumulated_over_micro_batches_equals_the_whole_batch():
   assert int(m1["aux_correct"]) == int(m2["aux_correct"])
   for a, b in zip(jax.tree.leaves(whole.params), jax.tree.leaves(accumulated.params)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_cutmix_loss_weighs_each_label_by_its_share_of_the_pixels_by_hand():
+  from carjax.data import augment  # pylint: disable=g-import-not-at-top
+  config, setup, state, batch = _aux_setup(0.3)
+  config.data.augment.cutmix_prob = 1.0
+  config.data.augment.cutmix_alpha = 1.0
+  # The step's CutMix draws, from its own key (step 0 of key 0).
+  images = augment.augment_batch(jax.random.split(jax.random.fold_in(jax.random.key(0), 0))[0],
+                                 batch["image"], out_size=(32, 32), scale=(1.0, 1.0),
+                                 ratio=(1.0, 1.0), flip=False, jitter=0.0)
+  mixed, partner, kept = augment.cutmix(jax.random.fold_in(jax.random.fold_in(
+      jax.random.key(0), 0), 2), images, alpha=1.0, prob=1.0)
+  partner, kept = np.asarray(partner), np.asarray(kept)
+  assert 0.0 < kept[0] < 1.0 and np.any(batch["label"][partner] != batch["label"])
+  (logits, aux_logits), _ = setup.model.apply(
+      {"params": state.params, "batch_stats": state.batch_stats}, (mixed - 127.5) / 64.0,
+      train=True, return_aux=True, mutable=["batch_stats"])
+  per_example = lambda lg, lb, k: -jnp.sum(
+      ((1 - 0.1) * jax.nn.one_hot(lb, k) + 0.1 / k) * jax.nn.log_softmax(lg), axis=-1)
+  own = (per_example(logits, batch["label"], 3)
+         + 0.3 * per_example(aux_logits, batch["aux_label"], 5))
+  theirs = (per_example(logits, batch["label"][partner], 3)
+            + 0.3 * per_example(aux_logits, batch["aux_label"][partner], 5))
+  expected = float(jnp.mean(kept * own + (1 - kept) * theirs))
+  step = jax.jit(helpers.plain_train_step(config, setup.model, 3, (127.5,) * 3, (64.0,) * 3,
+                                          aux_classes=5))
+  _, m = step(jax.tree.map(jnp.copy, state), batch, jax.random.key(0))
+  np.testing.assert_allclose(float(m["loss_sum"] / m["count"]), expected, rtol=1e-4)
+  # Accuracy still compares with each image's own make.
+  assert int(m["correct"]) == int(jnp.sum(jnp.argmax(logits, -1) == batch["label"]))

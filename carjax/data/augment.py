@@ -90,6 +90,37 @@ def augment_batch(rng, images, *, out_size, scale=(0.35, 1.0), ratio=(0.75, 1.33
   return jax.vmap(fn)(keys, images)
 
 
+def cutmix(rng, images, *, alpha: float, prob: float):
+  """CutMix (Yun et al., ICCV 2019) over a batch of [B, H, W, C] images.
+
+  With probability `prob` (once per batch), one box, of a fraction 1 - λ of the canvas with
+  λ ~ Beta(alpha, alpha) and a uniform centre (clipped at the borders), is pasted into every
+  image from a partner image (a random permutation of the batch). Returns (images, partner
+  [B] int32, kept [B] float32): `kept` is the fraction of each image's pixels that are its own
+  (1 where nothing was pasted), the weight its own label gets in the loss; the partner's
+  label gets the rest. The box is drawn with traced bounds, so one program serves all.
+  """
+  batch, height, width = images.shape[0], images.shape[1], images.shape[2]
+  apply_rng, lam_rng, perm_rng, y_rng, x_rng = jax.random.split(rng, 5)
+  partner = jax.random.permutation(perm_rng, batch).astype(jnp.int32)
+  side = jnp.sqrt(1.0 - jax.random.beta(lam_rng, alpha, alpha))
+  cut_h = jnp.round(side * height).astype(jnp.int32)
+  cut_w = jnp.round(side * width).astype(jnp.int32)
+  centre_y = jax.random.randint(y_rng, (), 0, height)
+  centre_x = jax.random.randint(x_rng, (), 0, width)
+  top = jnp.clip(centre_y - cut_h // 2, 0, height)
+  bottom = jnp.clip(centre_y + (cut_h + 1) // 2, 0, height)
+  left = jnp.clip(centre_x - cut_w // 2, 0, width)
+  right = jnp.clip(centre_x + (cut_w + 1) // 2, 0, width)
+  rows, cols = jnp.arange(height), jnp.arange(width)
+  in_rows = (rows >= top) & (rows < bottom)
+  in_cols = (cols >= left) & (cols < right)
+  inside = in_rows[:, None] & in_cols[None, :] & jax.random.bernoulli(apply_rng, prob)
+  mixed = jnp.where(inside[None, :, :, None], images[partner], images)
+  kept = 1.0 - jnp.mean(inside.astype(jnp.float32))
+  return mixed, partner, jnp.full((batch,), kept, jnp.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class AugmentSpec:
   """The augmentation of a run: output size, crop scale and ratio ranges, flip, jitter."""
@@ -99,13 +130,16 @@ class AugmentSpec:
   ratio: tuple[float, float] = (0.75, 1.333)
   flip: bool = True
   jitter: float = 0.2
+  cutmix_prob: float = 0.0  # 0: no CutMix.
+  cutmix_alpha: float = 1.0
 
   @classmethod
   def from_config(cls, data_cfg: ml_collections.ConfigDict) -> "AugmentSpec":
     """The augmentation `config.data` describes (`image_size`, `augment.*`)."""
     aug = data_cfg.augment
     return cls(out_size=decode.image_hw(data_cfg.image_size), scale=tuple(aug.crop_scale),
-               ratio=tuple(aug.crop_ratio), flip=aug.flip, jitter=aug.color_jitter)
+               ratio=tuple(aug.crop_ratio), flip=aug.flip, jitter=aug.color_jitter,
+               cutmix_prob=aug.cutmix_prob, cutmix_alpha=aug.cutmix_alpha)
 
   def apply(self, rng, images):
     """`augment_batch` of `images` with this spec."""

@@ -78,18 +78,29 @@ def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
   `aux_classes > 0` (a model with an auxiliary head, batches with an 'aux_label'), each
   example's loss is CE(make) + `aux_loss_weight` × CE(auxiliary label), both label-smoothed
   (and class-weighted by the make) alike; the logged cross-entropy and accuracy stay the
-  makes', and `aux_correct` counts the auxiliary head's hits.
+  makes', and `aux_correct` counts the auxiliary head's hits. With CutMix
+  (`augment_spec.cutmix_prob > 0`), each example's loss is that of its own labels weighted
+  by the share of its own pixels plus that of its partner's labels weighted by the rest;
+  the logged accuracy and cross-entropy still compare with the image's own make.
   """
   weights_table = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
   apply_kwargs = {"return_aux": True} if aux_classes else {}
 
-  def per_example_loss(outputs, targets):
+  def label_losses(outputs, targets, prefix: str = ""):
     logits, aux_logits = outputs
-    losses = cross_entropy(logits, targets["label"], num_classes, label_smoothing)[1]
+    losses = cross_entropy(logits, targets[prefix + "label"], num_classes, label_smoothing)[1]
     if aux_classes:
       losses = losses + aux_loss_weight * cross_entropy(
-          aux_logits, targets["aux_label"], aux_classes, label_smoothing)[1]
+          aux_logits, targets[prefix + "aux_label"], aux_classes, label_smoothing)[1]
     return losses
+
+  def per_example_loss(outputs, targets):
+    losses = label_losses(outputs, targets)
+    if "kept" not in targets:
+      return losses
+    # CutMix: each label weighs as much as its image's share of the pixels.
+    kept = targets["kept"]
+    return kept * losses + (1.0 - kept) * label_losses(outputs, targets, "partner_")
 
   def forward(params, batch_stats, images, dropout_rng):
     """((logits, auxiliary logits or None), BatchNorm statistics) in training mode."""
@@ -101,11 +112,20 @@ def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
   def train_step(state: TrainState, batch, rng):
     step_rng = jax.random.fold_in(rng, state.step)
     aug_rng, dropout_rng = jax.random.split(step_rng)
-    images = input_spec.normalize(augment_spec.apply(aug_rng, batch["image"]))
+    images = augment_spec.apply(aug_rng, batch["image"])
     labels = batch["label"]
     targets = {"label": labels}
     if aux_classes:
       targets["aux_label"] = batch["aux_label"]
+    if augment_spec.cutmix_prob:
+      # Its own key, folded in, so the crops and dropout of runs without CutMix stay as
+      # they were.
+      images, partner, kept = augment.cutmix(
+          jax.random.fold_in(step_rng, 2), images, alpha=augment_spec.cutmix_alpha,
+          prob=augment_spec.cutmix_prob)
+      targets = {**targets, **{f"partner_{k}": v[partner] for k, v in targets.items()},
+                 "kept": kept}
+    images = input_spec.normalize(images)
     example_weights = None if weights_table is None else weights_table[labels]
 
     def loss_fn(params):

@@ -111,6 +111,8 @@ def _validate_data(config) -> None:
   if not isinstance(augment.flip, bool):
     raise ConfigError(f"config.data.augment.flip must be True or False, got {augment.flip!r}")
   _check_range(config, "data.augment.color_jitter", 0.0, 1.0)
+  _check_range(config, "data.augment.cutmix_prob", 0.0, 1.0)
+  _check_range(config, "data.augment.cutmix_alpha", 0.0, low_open=True)
   if data.get("aux_labels_csv", ""):
     _validate_aux_labels(data)
 
