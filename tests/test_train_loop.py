@@ -20,15 +20,18 @@ def _final_params(workdir):
   return variables, meta
 
 
-def test_interrupted_run_resumes_to_the_same_result(tiny_folder, tmp_path, monkeypatch):
-  config = helpers.tiny_cnn_config(tiny_folder)
+def _train_straight_and_interrupted(config, tmp_path, monkeypatch, stop_at: int,
+                                    check_batch=lambda batch: None):
+  """Trains `config` straight into tmp/straight, and into tmp/stopped with a Ctrl-C before
+  batch `stop_at` and then resumed; checks both end at the same step with the same
+  parameters and returns that step."""
   loop.train(config, str(tmp_path / "straight"))
-
   real_batches = pipeline.train_batches
 
   def interrupted(*args, **kwargs):
     for i, batch in enumerate(real_batches(*args, **kwargs)):
-      if i == 7:  # Mid-epoch 2 (6 steps per epoch).
+      check_batch(batch)
+      if i == stop_at:
         raise KeyboardInterrupt
       yield batch
 
@@ -36,15 +39,22 @@ def test_interrupted_run_resumes_to_the_same_result(tiny_folder, tmp_path, monke
   with pytest.raises(KeyboardInterrupt):
     loop.train(config, str(tmp_path / "stopped"))
   _, meta = _final_params(tmp_path / "stopped")
-  assert meta["step"] == 7
+  assert meta["step"] == stop_at
   monkeypatch.setattr(pipeline, "train_batches", real_batches)
   loop.train(config, str(tmp_path / "stopped"))
 
   straight, meta_a = _final_params(tmp_path / "straight")
   resumed, meta_b = _final_params(tmp_path / "stopped")
-  assert meta_a["step"] == meta_b["step"] == 12
+  assert meta_a["step"] == meta_b["step"]
   diffs = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), straight, resumed)
   assert max(jax.tree.leaves(diffs)) < 1e-5
+  return meta_a["step"]
+
+
+def test_interrupted_run_resumes_to_the_same_result(tiny_folder, tmp_path, monkeypatch):
+  config = helpers.tiny_cnn_config(tiny_folder)
+  # Mid-epoch 2 (6 steps per epoch).
+  assert _train_straight_and_interrupted(config, tmp_path, monkeypatch, stop_at=7) == 12
 
 
 def _write_model_csv(path, source, model_of) -> str:
@@ -70,27 +80,12 @@ def test_a_run_with_an_aux_head_resumes_exactly_and_predicts_makes_only(tmp_path
   config = helpers.tiny_cnn_config(folder)
   config.data.aux_labels_csv = _write_model_csv(tmp_path / "manifest.csv", source, model_of)
   config.train.num_epochs = 2  # 6 training images, batches of 4: one step an epoch.
-  loop.train(config, str(tmp_path / "straight"))
 
-  real_batches = pipeline.train_batches
+  def has_aux_labels(batch):
+    assert batch["aux_label"].shape == batch["label"].shape == (4,)
 
-  def interrupted(*args, **kwargs):
-    for i, batch in enumerate(real_batches(*args, **kwargs)):
-      assert batch["aux_label"].shape == batch["label"].shape == (4,)
-      if i == 1:
-        raise KeyboardInterrupt
-      yield batch
-
-  monkeypatch.setattr(pipeline, "train_batches", interrupted)
-  with pytest.raises(KeyboardInterrupt):
-    loop.train(config, str(tmp_path / "stopped"))
-  monkeypatch.setattr(pipeline, "train_batches", real_batches)
-  loop.train(config, str(tmp_path / "stopped"))
-  straight, meta_a = _final_params(tmp_path / "straight")
-  resumed, meta_b = _final_params(tmp_path / "stopped")
-  assert meta_a["step"] == meta_b["step"] == 2
-  diffs = jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), straight, resumed)
-  assert max(jax.tree.leaves(diffs)) < 1e-5
+  assert _train_straight_and_interrupted(config, tmp_path, monkeypatch, stop_at=1,
+                                         check_batch=has_aux_labels) == 2
 
   workdir = str(tmp_path / "stopped")
   assert workdir_lib.read_aux_class_names(workdir) == tuple(sorted(

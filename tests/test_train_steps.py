@@ -11,15 +11,22 @@ from carjax.train import steps
 from tests import helpers
 
 
-def test_overfits_one_batch():
+def _deterministic_tiny_config():
+  """The tiny CNN's config with augmentation, dropout and warm-up off: the step sees the
+  batch as it is and learns from step 0."""
   config = helpers.tiny_cnn_config("unused")
   config.data.augment.crop_scale = (1.0, 1.0)
   config.data.augment.crop_ratio = (1.0, 1.0)
   config.data.augment.flip = False
   config.data.augment.color_jitter = 0.0
   config.model.dropout_rate = 0.0
-  config.train.label_smoothing = 0.0
   config.train.warmup_epochs = 0.0
+  return config
+
+
+def test_overfits_one_batch():
+  config = _deterministic_tiny_config()
+  config.train.label_smoothing = 0.0
   config.train.weight_decay = 0.0
   config.train.num_epochs = 100
   config.train.learning_rate = 1e-2
@@ -80,13 +87,7 @@ def test_frozen_parameters_never_move_and_their_backward_is_dropped():
 
 def _aux_setup(aux_loss_weight: float, **model_options):
   """A tiny CNN with a 5-class aux head, augmentation and dropout off, learning from step 0."""
-  config = helpers.tiny_cnn_config("unused")
-  config.data.augment.crop_scale = (1.0, 1.0)
-  config.data.augment.crop_ratio = (1.0, 1.0)
-  config.data.augment.flip = False
-  config.data.augment.color_jitter = 0.0
-  config.model.dropout_rate = 0.0
-  config.train.warmup_epochs = 0.0
+  config = _deterministic_tiny_config()
   config.train.aux_loss_weight = aux_loss_weight
   for key, value in model_options.items():
     config.model[key] = value
