@@ -85,22 +85,8 @@ def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
   """
   weights_table = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
   apply_kwargs = {"return_aux": True} if aux_classes else {}
-
-  def label_losses(outputs, targets, prefix: str = ""):
-    logits, aux_logits = outputs
-    losses = cross_entropy(logits, targets[prefix + "label"], num_classes, label_smoothing)[1]
-    if aux_classes:
-      losses = losses + aux_loss_weight * cross_entropy(
-          aux_logits, targets[prefix + "aux_label"], aux_classes, label_smoothing)[1]
-    return losses
-
-  def per_example_loss(outputs, targets):
-    losses = label_losses(outputs, targets)
-    if "kept" not in targets:
-      return losses
-    # CutMix: each label weighs as much as its image's share of the pixels.
-    kept = targets["kept"]
-    return kept * losses + (1.0 - kept) * label_losses(outputs, targets, "partner_")
+  per_example_loss = make_per_example_loss(num_classes, label_smoothing, aux_classes,
+                                           aux_loss_weight)
 
   def forward(params, batch_stats, images, dropout_rng):
     """((logits, auxiliary logits or None), BatchNorm statistics) in training mode."""
@@ -120,11 +106,8 @@ def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
     if augment_spec.cutmix_prob:
       # Its own key, folded in, so the crops and dropout of runs without CutMix stay as
       # they were.
-      images, partner, kept = augment.cutmix(
-          jax.random.fold_in(step_rng, 2), images, alpha=augment_spec.cutmix_alpha,
-          prob=augment_spec.cutmix_prob)
-      targets = {**targets, **{f"partner_{k}": v[partner] for k, v in targets.items()},
-                 "kept": kept}
+      images, targets = _cutmix_batch(jax.random.fold_in(step_rng, 2), images, targets,
+                                      augment_spec)
     images = input_spec.normalize(images)
     example_weights = None if weights_table is None else weights_table[labels]
 
@@ -145,24 +128,61 @@ def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
       decay = ema_decay
       new_state = new_state.replace(ema_params=jax.tree.map(
           lambda e, p: decay * e + (1.0 - decay) * p, state.ema_params, new_state.params))
-    logits, aux_logits = outputs
-    count = labels.shape[0]
-    # The objective above may be label-smoothed and class-weighted; the plain cross-entropy
-    # is what the evaluations report, so train and eval curves can share one definition.
-    _, plain = cross_entropy(logits, labels, num_classes)
-    metrics = {
-        "loss_sum": loss * count,
-        "ce_sum": jnp.sum(plain),
-        "correct": jnp.sum(jnp.argmax(logits, -1) == labels),
-        "count": jnp.asarray(count, jnp.int32),
-        # The host stops the run on a non-finite loss or gradient (carjax.train.loop).
-        "grad_norm": _trained_norm(grads, frozen_pattern),
-    }
-    if aux_classes:
-      metrics["aux_correct"] = jnp.sum(jnp.argmax(aux_logits, -1) == targets["aux_label"])
+    metrics = _step_metrics(loss, outputs, targets, num_classes)
+    # The host stops the run on a non-finite loss or gradient (carjax.train.loop).
+    metrics["grad_norm"] = _trained_norm(grads, frozen_pattern)
     return new_state, metrics
 
   return train_step
+
+
+def _step_metrics(loss, outputs, targets, num_classes: int) -> dict[str, Any]:
+  """The sums the host accumulates over an epoch; accuracy and cross-entropy are the
+  makes', against each image's own labels."""
+  (logits, aux_logits), labels = outputs, targets["label"]
+  count = labels.shape[0]
+  # The objective may be label-smoothed, class-weighted and mixed; the plain cross-entropy
+  # is what the evaluations report, so train and eval curves can share one definition.
+  _, plain = cross_entropy(logits, labels, num_classes)
+  metrics = {"loss_sum": loss * count, "ce_sum": jnp.sum(plain),
+             "correct": jnp.sum(jnp.argmax(logits, -1) == labels),
+             "count": jnp.asarray(count, jnp.int32)}
+  if aux_logits is not None:
+    metrics["aux_correct"] = jnp.sum(jnp.argmax(aux_logits, -1) == targets["aux_label"])
+  return metrics
+
+
+def make_per_example_loss(num_classes: int, label_smoothing: float, aux_classes: int,
+                          aux_loss_weight: float) -> Callable[..., Any]:
+  """`loss(outputs, targets) -> [B]`: CE(make) + `aux_loss_weight` × CE(aux label) (when
+  `aux_classes`), label-smoothed alike; with CutMix's targets ('kept', 'partner_*'), each
+  label set weighs as much as its image's share of the pixels."""
+
+  def label_losses(outputs, targets, prefix: str = ""):
+    logits, aux_logits = outputs
+    losses = cross_entropy(logits, targets[prefix + "label"], num_classes, label_smoothing)[1]
+    if aux_classes:
+      losses = losses + aux_loss_weight * cross_entropy(
+          aux_logits, targets[prefix + "aux_label"], aux_classes, label_smoothing)[1]
+    return losses
+
+  def per_example_loss(outputs, targets):
+    losses = label_losses(outputs, targets)
+    if "kept" not in targets:
+      return losses
+    kept = targets["kept"]
+    return kept * losses + (1.0 - kept) * label_losses(outputs, targets, "partner_")
+
+  return per_example_loss
+
+
+def _cutmix_batch(rng, images, targets, augment_spec: augment.AugmentSpec):
+  """CutMix's images, and the targets with each example's partner's labels ('partner_*')
+  and its share of its own pixels ('kept')."""
+  images, partner, kept = augment.cutmix(rng, images, alpha=augment_spec.cutmix_alpha,
+                                         prob=augment_spec.cutmix_prob)
+  return images, {**targets, **{f"partner_{k}": v[partner] for k, v in targets.items()},
+                  "kept": kept}
 
 
 def _weighted_mean(losses, example_weights):
