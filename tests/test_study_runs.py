@@ -33,3 +33,29 @@ def test_every_model_runs_once_per_seed():
   # Only the seed differs between a model's runs.
   a, b = configs["tiny_cnn"].to_dict(), configs["tiny_cnn_seed7"].to_dict()
   assert {k for k in a if a[k] != b[k]} == {"seed"}
+
+
+# ------------------------------------------------------------------- options added later
+
+
+def test_a_run_recorded_before_an_option_existed_matches_at_its_default():
+  import json  # pylint: disable=g-import-not-at-top
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from carjax.train import rerun  # pylint: disable=g-import-not-at-top
+  from configs import base, custom_cnn  # pylint: disable=g-import-not-at-top
+  # The values that reproduce older runs are the defaults every config starts from.
+  defaults = rerun.flat_config(base.get_config())
+  assert {k: defaults[k] for k in rerun.ADDED_OPTIONS} == rerun.ADDED_OPTIONS
+  wanted = custom_cnn.get_config()
+  recorded = json.loads(wanted.to_json_best_effort())
+  for field in rerun.ADDED_OPTIONS:  # As a config.json written before these options.
+    section, *middle, name = field.split(".")
+    node = recorded[section]
+    for part in middle:
+      node = node[part]
+    del node[name]
+  old_run = ml_collections.ConfigDict(recorded)
+  assert runs.config_differences(wanted, old_run) == []
+  with_cutmix = custom_cnn.get_config()
+  with_cutmix.data.augment.cutmix_prob = 0.5
+  assert runs.config_differences(with_cutmix, old_run) == ["data.augment.cutmix_prob"]

@@ -84,8 +84,9 @@ def model_of_run(run_name: str, model_names) -> str:
 
 def config_differences(wanted: ml_collections.ConfigDict,
                        actual: ml_collections.ConfigDict) -> list[str]:
-  """Fields (other than bookkeeping ones) where a run's config differs from the study's."""
-  a, b = rerun.flat_config(wanted), rerun.flat_config(actual)
+  """Fields (other than bookkeeping ones) where a run's config differs from the study's; a
+  field added to carjax after the run was made counts at the value it trained with."""
+  a, b = rerun.flat_config(wanted), {**rerun.ADDED_OPTIONS, **rerun.flat_config(actual)}
   keys = sorted(set(a) | set(b))
   return [k for k in keys if a.get(k) != b.get(k) and k not in _IRRELEVANT_FIELDS]
 

@@ -34,6 +34,14 @@ LOCK_FILE = ".carjax.lock"
 # rerun. eval.every_epochs changes which epochs are compared for `best`. Anything else (the
 # model, the optimiser and its schedule, augmentation, the seed, batch size, image size,
 # splits) would make the resumed run a different experiment than the checkpoint's.
+# Options added after runs were recorded, each with the value under which a run made before
+# it trained (the feature off): a config.json without the field is read as having it.
+ADDED_OPTIONS = {
+    "data.augment.cutmix_prob": 0.0, "data.augment.cutmix_alpha": 1.0,
+    "data.aux_labels_csv": "", "data.aux_labels_key": "relpath",
+    "data.aux_labels_column": "model", "train.aux_loss_weight": 0.5,
+}
+
 RESUMABLE_CHANGES = frozenset({
     "train.num_epochs", "train.log_every_steps", "eval.batch_size", "eval.every_epochs",
     "checkpoint.every_steps", "checkpoint.every_minutes", "data.cache_dir",
