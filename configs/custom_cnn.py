@@ -12,7 +12,10 @@ macro F1 0.674, top-3 0.841; 45 min of training at the lowest priority on shared
 30 min alone. Seed 1 (--config.seed=1): dev 0.668, val 0.651 [0.617, 0.683]; over the two
 seeds val 0.668 ± 0.017. Tried and not kept: an aspect-true 96×192 input for 40 epochs with crop area
 0.5–1 (crop_ratio 0.8–1.25): dev 0.670 (McNemar p = 0.91 against this recipe), val 0.661
-[0.627, 0.693], twice the training time.
+[0.627, 0.693], twice the training time. The auxiliary car-model head
+(--config.data.aux_labels_csv=../shared/data/cars20/MANIFEST.csv, 153 models, weight 0.5):
+dev 0.687 (McNemar p = 0.72 and 0.50 against seeds 0 and 1), val 0.665 [0.631, 0.697]: no
+effect, not kept.
 
 `--config=configs/custom_cnn.py:tiny` (`get_config("tiny")`) shrinks it to a tiny CNN at 32 px
 for tests and smoke runs: seconds on a CPU, not meant to be accurate.

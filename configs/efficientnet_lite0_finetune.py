@@ -14,6 +14,11 @@ mean 0.852 ± 0.005; weighted precision 0.853 / 0.858, macro F1 0.853 / 0.859; ~
 on the 2 cores at ~10 images/s (54 min while sharing them with the CNN run). The earlier square 224 px recipe scored 0.838 on
 val with its checkpoint chosen on val itself: the two are inside each other's noise.
 
+Tried, not yet committed (RESULTS.md "Third session: levers"): 10 epochs instead of 6
+(--config.train.num_epochs=10, with --config.train.ema_decay=0.995), seed 0: dev 0.911 (McNemar
+p = 0.06 against either 6-epoch seed), val 0.883 [0.859, 0.904], ~41 min alone. It waits for
+its second seed. The weight average alone changed nothing (raw weights: the same dev accuracy).
+
 The square 224 px recipe before it (checkpoint chosen on val itself, 2026-11-29): val accuracy
 0.838; at 256 px 0.859; at 288 px with drop-connect 0.2, 0.864 (RESULTS.md).
 
