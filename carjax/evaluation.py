@@ -240,8 +240,9 @@ def _check_same_photos(reference, workdir: str, class_names, names: list[str]) -
   # The same photo reached by another spelling of its path (a symlink, ../) is the same photo.
   first, here = ([os.path.realpath(n) for n in ns] for ns in (first_names, names))
   if first != here:
-    only_first = [n for n in first if n not in set(here)]
-    only_here = [n for n in here if n not in set(first)]
+    first_set, here_set = set(first), set(here)
+    only_first = [n for n in first if n not in here_set]
+    only_here = [n for n in here if n not in first_set]
     example = (f"{only_first[0]!r} only in the first's" if only_first else
                f"{only_here[0]!r} only in {workdir}'s" if only_here else "in another order")
     raise DataError(f"{workdir} and {first_workdir} see different photos ({len(here)} and "

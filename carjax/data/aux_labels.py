@@ -48,6 +48,29 @@ def _key(path: str) -> str:
   return key
 
 
+def check_options(data_cfg: ml_collections.ConfigDict) -> None:
+  """Refuses (ConfigError) a labels CSV that is not a file, key and label columns that are
+  not two named columns, and a TFDS source: all before any data is read."""
+  csv_path = data_cfg.aux_labels_csv
+  if not isinstance(csv_path, str) or not os.path.isfile(os.path.expanduser(csv_path)):
+    raise ConfigError(f"config.data.aux_labels_csv={csv_path!r} is not a file")
+  for name in ("aux_labels_key", "aux_labels_column"):
+    if not isinstance(data_cfg[name], str) or not data_cfg[name]:
+      raise ConfigError(f"config.data.{name} must name a column of "
+                        f"config.data.aux_labels_csv, got {data_cfg[name]!r}")
+  if data_cfg.aux_labels_key == data_cfg.aux_labels_column:
+    raise ConfigError(f"config.data.aux_labels_key and config.data.aux_labels_column are "
+                      f"both {data_cfg.aux_labels_key!r}: the image path and its label are "
+                      "two columns")
+  if isinstance(data_cfg.source, str) and data_cfg.source.strip().startswith("tfds:"):
+    raise _needs_folder_source(data_cfg)
+
+
+def _needs_folder_source(data_cfg) -> ConfigError:
+  return ConfigError(f"config.data.aux_labels_csv needs an image-folder source "
+                     f"(config.data.source=folder:PATH), not {data_cfg.source!r}")
+
+
 def read_label_table(csv_path: str, key_column: str, label_column: str) -> dict[str, str]:
   """{relative image path: label} of a labels CSV; rows with an empty label are left out.
 
@@ -81,9 +104,9 @@ def for_train_split(data_cfg: ml_collections.ConfigDict, source) -> AuxLabels | 
   csv_path = data_cfg.get("aux_labels_csv", "")
   if not csv_path:
     return None
+  check_options(data_cfg)
   if not isinstance(getattr(source, "base", source), sources.ImageFolderSource):
-    raise ConfigError(f"config.data.aux_labels_csv needs an image-folder source "
-                      f"(config.data.source=folder:PATH), not {data_cfg.source!r}")
+    raise _needs_folder_source(data_cfg)
   key_column, label_column = data_cfg.aux_labels_key, data_cfg.aux_labels_column
   table = read_label_table(csv_path, key_column, label_column)
   labels_of_name = {}

@@ -33,6 +33,11 @@ IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
+# The classifiers, made for a run's own classes: never taken from pretrained weights, and
+# trained in the optimiser's 'head' group.
+CLASSIFIER_HEADS = ("head", "aux_head")
+
+
 def _dtype(name: str, option: str):
   try:
     return _DTYPES[name]

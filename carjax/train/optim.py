@@ -17,6 +17,8 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from carjax import models
+
 
 def warmup_cosine(peak: float, total_steps: int, warmup_steps: int, start_step: int = 0):
   """0 before `start_step`, linear warm-up to `peak`, then cosine decay to 0 at the end."""
@@ -37,7 +39,7 @@ def param_groups(params, frozen_pattern: str = "") -> dict:
   frozen = re.compile(frozen_pattern) if frozen_pattern else None
 
   def label(path):
-    if path[0] in ("head", "aux_head"):
+    if path[0] in models.CLASSIFIER_HEADS:
       return "head"
     if frozen is not None and frozen.search("/".join(path)):
       return "frozen"

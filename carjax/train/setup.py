@@ -35,9 +35,6 @@ from carjax.train import state as state_lib
 from carjax.train import steps as steps_lib
 from carjax.train.state import TrainState
 
-# The classifiers made for this run's classes, never taken from pretrained weights.
-_NEW_HEADS = ("head", "aux_head")
-
 
 @dataclasses.dataclass
 class TrainSetup:
@@ -161,13 +158,13 @@ def state_from_pretrained(state: TrainState, model,
   pretrained.check_conventions(conventions, config.model, model)
   merged = pretrained.merge_pretrained(
       {"params": state.params, "batch_stats": state.batch_stats}, variables,
-      reinit=_NEW_HEADS)
+      reinit=models.CLASSIFIER_HEADS)
   if config.init.zero_head:
     # Random logits of a fresh head over 1280 pretrained features are large (loss ~4 for
     # 20 classes instead of ln 20 = 3); starting at zero keeps early gradients from
     # scrambling the pretrained backbone (measured: 0.41 val accuracy after one epoch on
     # cars20 against 0.29 with the random head).
-    for head in _NEW_HEADS:
+    for head in models.CLASSIFIER_HEADS:
       if head in merged["params"]:
         merged["params"][head] = jax.tree.map(jnp.zeros_like, merged["params"][head])
   # Each new leaf goes where its initialised counterpart lives (replicated over the mesh).

@@ -17,6 +17,7 @@ from typing import Any
 
 import ml_collections
 
+from carjax.data import aux_labels
 from carjax.errors import ConfigError, DataError
 
 # Keys of the per-epoch eval summary a run can select its best checkpoint by. Higher is
@@ -114,27 +115,7 @@ def _validate_data(config) -> None:
   _check_range(config, "data.augment.cutmix_prob", 0.0, 1.0)
   _check_range(config, "data.augment.cutmix_alpha", 0.0, low_open=True)
   if data.get("aux_labels_csv", ""):
-    _validate_aux_labels(data)
-
-
-def _validate_aux_labels(data) -> None:
-  """The labels CSV exists and names two different columns; the source is an image folder
-  (a TFDS dataset is refused before it is opened). Its contents are checked against the
-  train split before decoding (`carjax.data.aux_labels.for_train_split`)."""
-  csv_path = data.aux_labels_csv
-  if not isinstance(csv_path, str) or not os.path.isfile(os.path.expanduser(csv_path)):
-    raise ConfigError(f"config.data.aux_labels_csv={csv_path!r} is not a file")
-  for name in ("aux_labels_key", "aux_labels_column"):
-    if not isinstance(data[name], str) or not data[name]:
-      raise ConfigError(f"config.data.{name} must name a column of "
-                        f"config.data.aux_labels_csv, got {data[name]!r}")
-  if data.aux_labels_key == data.aux_labels_column:
-    raise ConfigError(f"config.data.aux_labels_key and config.data.aux_labels_column are "
-                      f"both {data.aux_labels_key!r}: the image path and its label are two "
-                      "columns")
-  if isinstance(data.source, str) and data.source.strip().startswith("tfds:"):
-    raise ConfigError(f"config.data.aux_labels_csv needs an image-folder source "
-                      f"(config.data.source=folder:PATH), not {data.source!r}")
+    aux_labels.check_options(data)
 
 
 def _validate_model(config) -> None:
