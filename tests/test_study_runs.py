@@ -59,3 +59,19 @@ def test_a_run_recorded_before_an_option_existed_matches_at_its_default():
   with_cutmix = custom_cnn.get_config()
   with_cutmix.data.augment.cutmix_prob = 0.5
   assert runs.config_differences(with_cutmix, old_run) == ["data.augment.cutmix_prob"]
+
+
+def test_the_same_data_folder_named_another_way_is_no_difference(tmp_path, monkeypatch):
+  from configs import custom_cnn  # pylint: disable=g-import-not-at-top
+  (tmp_path / "data" / "cars20").mkdir(parents=True)
+  (tmp_path / "other").mkdir()
+  (tmp_path / "link").symlink_to(tmp_path / "data", target_is_directory=True)
+  monkeypatch.chdir(tmp_path / "other")
+  wanted, run = custom_cnn.get_config(), custom_cnn.get_config()
+  wanted.data.source = f"folder:{tmp_path}/data/cars20"
+  for same in ("folder:../data/cars20", f"{tmp_path}/link/cars20", "folder:../data/cars20/"):
+    run.data.source = same
+    assert runs.config_differences(wanted, run) == [], same
+  for other in ("folder:../other", "tfds:cars196", "folder:data/cars20"):
+    run.data.source = other
+    assert runs.config_differences(wanted, run) == ["data.source"], other

@@ -352,3 +352,27 @@ def open_source(spec: str, *, split_seed: int = 0, val_fraction: float = 0.15,
         f"config.data.source={spec!r} has an unknown kind {scheme!r}; "
         f"{_ACCEPTED_SPECS}.")
   return ImageFolderSource(os.path.expanduser(spec), **split_options)
+
+
+def _folder_of(spec: str) -> str | None:
+  """The folder a `config.data.source` spec names ('folder:PATH' or a bare path), else None."""
+  spec = spec.strip()
+  scheme, sep, rest = spec.partition(":")
+  if sep and scheme == "folder":
+    return rest.strip()
+  if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", spec) and not os.path.exists(spec):
+    return None  # tfds:NAME, or a kind open_source refuses.
+  return spec
+
+
+def same_source(a: str, b: str) -> bool:
+  """Whether two `config.data.source` specs name the same data: the same spec, or the same
+  folder reached through other spellings (relative to the current directory, absolute or
+  through a link), as `open_source` would open it from here."""
+  if a.strip() == b.strip():
+    return True
+  folders = [_folder_of(spec) for spec in (a, b)]
+  if None in folders:
+    return False
+  real = [os.path.realpath(os.path.expanduser(f)) for f in folders]
+  return real[0] == real[1]

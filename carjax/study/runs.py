@@ -25,6 +25,7 @@ import ml_collections
 from carjax import evaluation
 from carjax import checkpoint as ckpt
 from carjax import workdir as workdir_lib
+from carjax.data import sources
 from carjax.train import rerun
 from carjax.train import loop
 
@@ -85,10 +86,14 @@ def model_of_run(run_name: str, model_names) -> str:
 def config_differences(wanted: ml_collections.ConfigDict,
                        actual: ml_collections.ConfigDict) -> list[str]:
   """Fields (other than bookkeeping ones) where a run's config differs from the study's; a
-  field added to carjax after the run was made counts at the value it trained with."""
+  field added to carjax after the run was made counts at the value it trained with, and a
+  data folder named another way (relative or absolute) is the same folder."""
   a, b = rerun.flat_config(wanted), {**rerun.ADDED_OPTIONS, **rerun.flat_config(actual)}
   keys = sorted(set(a) | set(b))
-  return [k for k in keys if a.get(k) != b.get(k) and k not in _IRRELEVANT_FIELDS]
+  differ = [k for k in keys if a.get(k) != b.get(k) and k not in _IRRELEVANT_FIELDS]
+  if "data.source" in differ and sources.same_source(a["data.source"], b["data.source"]):
+    differ.remove("data.source")
+  return differ
 
 
 def _evaluation_is_current(eval_dir: str, best_step: int) -> bool:
