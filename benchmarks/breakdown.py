@@ -98,15 +98,17 @@ def _variant_context(variant: str):
   return contextlib.nullcontext()
 
 
-def _model_of(variant: str, model_variant: str, num_classes: int):
-  """(module, its config's `model` section) for a variant."""
+def _model_of(variant: str, model_variant: str, num_classes: int,
+              model_overrides: dict[str, Any] | None = None):
+  """(module, its config's `model` section) for a variant; `model_overrides` (e.g. width and
+  depth) shrink the EfficientNet variants for the tests."""
   if variant in CNN_VARIANTS:
     # The architecture of configs/custom_cnn.py, without dropout (its cost is not profiled).
     config = custom_cnn.get_config().model.copy_and_resolve_references()
     config.dropout_rate = 0.0
     config.use_batchnorm = variant != "cnn_no_batchnorm"
     return models.build_model(config, num_classes), config
-  overrides: dict[str, Any] = {}
+  overrides: dict[str, Any] = dict(model_overrides or {})
   if variant == "grouped":
     overrides["depthwise_implementation"] = "grouped"
   if variant == "no_depthwise_no_se":
@@ -116,12 +118,13 @@ def _model_of(variant: str, model_variant: str, num_classes: int):
 
 
 def build_step(variant: str, *, model_variant: str = "b0", num_classes: int = 20,
-               image_size: int = 224, batch_size: int = 32, seed: int = 0):
+               image_size: int = 224, batch_size: int = 32, seed: int = 0,
+               model_overrides: dict[str, Any] | None = None):
   """(jitted step, state, batch) of a plain SGD training step of `model_variant` (EfficientNet
   variants) or of the custom CNN (`cnn*` variants)."""
   if variant not in VARIANTS:
     raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-  model, model_config = _model_of(variant, model_variant, num_classes)
+  model, model_config = _model_of(variant, model_variant, num_classes, model_overrides)
   options = (None if variant == "ynn_convolutions"
              else models.compiler_options(model_config, jax.default_backend()))
   rng = np.random.default_rng(seed)

@@ -4,12 +4,36 @@ from __future__ import annotations
 
 import os
 import pathlib
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_COMPILATION_CACHE: list[str] = []
+
+
+def pytest_configure(config):
+  """Many tests build the same tiny models in fresh `jax.jit` wrappers (a run, its resume,
+  its evaluation), and each wrapper would compile the same program again. A persistent
+  compilation cache, in a folder of this session's own, compiles each program once; the
+  launchers the tests start share it. `CARJAX_COMPILATION_CACHE=0` switches it off."""
+  del config
+  from carjax import host_runtime
+  folder = tempfile.mkdtemp(prefix="carjax-tests-xla-")
+  if host_runtime.enable_compilation_cache(folder) is None:
+    os.rmdir(folder)
+  else:
+    _COMPILATION_CACHE.append(folder)
+    os.environ["CARJAX_COMPILATION_CACHE"] = folder
+
+
+def pytest_unconfigure(config):
+  del config
+  for folder in _COMPILATION_CACHE:
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def shared_data_dir() -> pathlib.Path:
