@@ -72,6 +72,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.optimizer = "adamw"  # or 'sgd' (Nesterov momentum).
   c.train.learning_rate = 1e-3  # Peak rate of the backbone (the whole model if no split).
   c.train.head_lr_multiplier = 1.0  # Head's peak rate = learning_rate × this.
+  # Layer-wise learning-rate decay: the backbone layer at depth k of K (models.layer_depths)
+  # trains at learning_rate × this^(K − k). 1.0: off.
+  c.train.layer_lr_decay = 1.0
   c.train.momentum = 0.9
   c.train.weight_decay = 0.05  # Kernels only.
   c.train.warmup_epochs = 1.0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any
 
 import ml_collections
@@ -36,6 +37,31 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 # The classifiers, made for a run's own classes: never taken from pretrained weights, and
 # trained in the optimiser's 'head' group.
 CLASSIFIER_HEADS = ("head", "aux_head")
+
+
+def _layer_position(name: str) -> tuple[int, int]:
+  """Where a top-level layer of a carjax model sits, input side first."""
+  if name.startswith("stem_"):  # EfficientNet's stem convolution and its BatchNorm.
+    return (0, 0)
+  numbered = re.fullmatch(r"(?:blocks_|stage)(\d+)", name)  # EfficientNet / the custom CNN.
+  if numbered:
+    return (1, int(numbered.group(1)))
+  dense = re.fullmatch(r"dense(\d+)", name)  # The custom CNN's dense layers after pooling.
+  if dense:
+    return (2, int(dense.group(1)))
+  if name.startswith("top_"):  # EfficientNet's last 1×1 convolution and its BatchNorm.
+    return (3, 0)
+  raise ValueError(f"no depth is known for the layer {name!r}: layer-wise learning-rate "
+                   f"decay knows EfficientNet's and the custom CNN's layers")
+
+
+def layer_depths(params) -> dict[str, int]:
+  """The depth of each top-level layer of `params`, 0 at the input (the classifier heads left
+  out): the order layer-wise learning-rate decay follows. EfficientNet: the stem 0, blocks_i
+  i + 1, the top convolution last; the custom CNN: its stages, then its dense layers."""
+  names = [name for name in params if name not in CLASSIFIER_HEADS]
+  positions = sorted({_layer_position(name) for name in names})
+  return {name: positions.index(_layer_position(name)) for name in names}
 
 
 def _dtype(name: str, option: str):

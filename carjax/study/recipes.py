@@ -23,8 +23,11 @@ def recipe_row(name: str, config) -> list[str]:
                   f"{', flip' if aug.flip else ''}"
                   f"{f', colour {aug.color_jitter:g}' if aug.color_jitter else ''}")
   head = float(train.get("head_lr_multiplier", 1.0))
+  layer_decay = float(train.get("layer_lr_decay", 1.0))
   optimiser = (f"{train.optimizer} lr {train.learning_rate:g}"
-               f"{f' (head ×{head:.3g})' if head != 1.0 else ''}, wd {train.weight_decay:g}, "
+               f"{f' (head ×{head:.3g})' if head != 1.0 else ''}"
+               f"{f', layer decay {layer_decay:g}' if layer_decay != 1.0 else ''}, "
+               f"wd {train.weight_decay:g}, "
                f"batch {train.batch_size}, warm-up {train.warmup_epochs:g} ep + cosine to 0")
   overrides = dict(model.get("overrides", {}) or {})
   dropout = overrides.get("dropout_rate", model.get("dropout_rate"))

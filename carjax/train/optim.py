@@ -4,8 +4,10 @@ Parameters fall into two groups: the classifier `head` (with the auxiliary `aux_
 any) and everything else (the backbone).
 Each group has its own schedule, so fine-tuning can train the head alone for the first
 `freeze_backbone_epochs` (the backbone's learning rate is exactly 0 there) and then the
-whole network with a smaller backbone rate. Weight decay applies to kernels only: decaying
-biases and BatchNorm scales/offsets only hurts.
+whole network with a smaller backbone rate. With `layer_lr_decay` d < 1 the backbone is split
+further, layer by layer (`models.layer_depths`): the layer at depth k of K trains at the
+backbone's rate × d^(K − k), so the generic early layers of a pretrained network move least.
+Weight decay applies to kernels only: decaying biases and BatchNorm scales/offsets only hurts.
 """
 
 from __future__ import annotations
@@ -32,10 +34,10 @@ def warmup_cosine(peak: float, total_steps: int, warmup_steps: int, start_step: 
   return lambda step: jnp.where(step < start_step, 0.0, inner(jnp.maximum(step - start_step, 0)))
 
 
-def param_groups(params, frozen_pattern: str = "") -> dict:
+def param_groups(params, frozen_pattern: str = "", depths: dict[str, int] | None = None) -> dict:
   """A label per parameter (same tree as params): 'head' for the classifiers, 'frozen' for
   those whose '/'-joined path matches `frozen_pattern` (a regex; empty: none), else
-  'backbone'."""
+  'backbone', or 'backbone_<depth>' with `depths` (the depth of each top-level layer)."""
   frozen = re.compile(frozen_pattern) if frozen_pattern else None
 
   def label(path):
@@ -43,7 +45,7 @@ def param_groups(params, frozen_pattern: str = "") -> dict:
       return "head"
     if frozen is not None and frozen.search("/".join(path)):
       return "frozen"
-    return "backbone"
+    return "backbone" if depths is None else f"backbone_{depths[path[0]]}"
 
   flat = flax.traverse_util.flatten_dict(params)
   return flax.traverse_util.unflatten_dict({path: label(path) for path in flat})
@@ -72,9 +74,10 @@ def make_schedules(train_config: ml_collections.ConfigDict, steps_per_epoch: int
 
 
 def make_optimizer(train_config: ml_collections.ConfigDict, steps_per_epoch: int, params):
-  """The optax transformation for `params`, and its schedules (for logging).
+  """The optax transformation for `params`, and its schedules (for logging; with layer-wise
+  decay, 'backbone' is the rate of the deepest backbone layer).
 
-  Each group ('head', 'backbone') runs the chain that `optax.adamw`/`optax.sgd` are made of
+  Each group ('head', 'backbone' or its layers) runs the chain that `optax.adamw`/`optax.sgd` are made of
   with its own learning-rate schedule (Adam and momentum are per-element, so splitting them
   changes nothing). Gradient clipping, when on, is per group. 'frozen' parameters get a zero
   update that does not depend on their gradient at all, so XLA drops their backward pass.
@@ -96,5 +99,18 @@ def make_optimizer(train_config: ml_collections.ConfigDict, steps_per_epoch: int
 
   transforms = {g: group_chain(s) for g, s in schedules.items()}
   transforms["frozen"] = optax.set_to_zero()
-  groups = param_groups(params, train_config.get("frozen_params", ""))
+  layer_decay = train_config.get("layer_lr_decay", 1.0)
+  depths = None
+  if layer_decay != 1.0:
+    depths = models.layer_depths(params)
+    top = max(depths.values())
+    del transforms["backbone"]
+    for depth in sorted(set(depths.values())):
+      scaled = _scaled(schedules["backbone"], layer_decay ** (top - depth))
+      transforms[f"backbone_{depth}"] = group_chain(scaled)
+  groups = param_groups(params, train_config.get("frozen_params", ""), depths)
   return optax.multi_transform(transforms, groups), schedules
+
+
+def _scaled(schedule, factor: float):
+  return lambda step: factor * schedule(step)

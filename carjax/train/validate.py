@@ -145,6 +145,8 @@ def _validate_train(config) -> None:
   _check_choice(train.optimizer, "train.optimizer", OPTIMIZERS)
   _check_range(config, "train.learning_rate", 0.0, low_open=True)
   _check_range(config, "train.head_lr_multiplier", 0.0)
+  if "layer_lr_decay" in train:
+    _check_range(config, "train.layer_lr_decay", 0.0, 1.0, low_open=True)
   _check_range(config, "train.momentum", 0.0, 1.0, high_open=True)
   _check_range(config, "train.weight_decay", 0.0)
   _check_range(config, "train.warmup_epochs", 0.0)
