@@ -75,3 +75,13 @@ def test_the_same_data_folder_named_another_way_is_no_difference(tmp_path, monke
   for other in ("folder:../other", "tfds:cars196", "folder:data/cars20"):
     run.data.source = other
     assert runs.config_differences(wanted, run) == ["data.source"], other
+
+
+def test_the_recipe_table_names_layer_decay_only_when_on():
+  from carjax.study import recipes  # pylint: disable=g-import-not-at-top
+  from configs import efficientnet_lite0_finetune  # pylint: disable=g-import-not-at-top
+  config = efficientnet_lite0_finetune.get_config()
+  column = recipes.RECIPE_COLUMNS.index("optimiser")
+  assert "layer decay" not in recipes.recipe_row("lite0", config)[column]
+  config.train.layer_lr_decay = 0.9
+  assert ", layer decay 0.9, wd 0.05" in recipes.recipe_row("lite0", config)[column]
