@@ -17,6 +17,11 @@ seeds val 0.668 ± 0.017. Tried and not kept: an aspect-true 96×192 input for 4
 dev 0.687 (McNemar p = 0.72 and 0.50 against seeds 0 and 1), val 0.665 [0.631, 0.697]: no
 effect, not kept.
 
+Tried, not yet committed (RESULTS.md "Fourth session"): 50 epochs instead of 30
+(--config.train.num_epochs=50, with --config.train.ema_decay=0.998), seed 0: dev 0.731 (McNemar
+p = 0.019 and 0.008 against seeds 0 and 1), val 0.712 [0.680, 0.743], ~50 min alone. It waits
+for its second seed. The weight average alone changed nothing (raw weights: dev 0.734).
+
 `--config=configs/custom_cnn.py:tiny` (`get_config("tiny")`) shrinks it to a tiny CNN at 32 px
 for tests and smoke runs: seconds on a CPU, not meant to be accurate.
 """
