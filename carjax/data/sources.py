@@ -332,47 +332,44 @@ def open_source(spec: str, *, split_seed: int = 0, val_fraction: float = 0.15,
   spec = spec.strip()
   split_options = dict(split_seed=split_seed, val_fraction=val_fraction,
                        test_fraction=test_fraction)
-  scheme, sep, rest = spec.partition(":")
-  if sep and scheme == "tfds":
-    if not rest.strip():
+  kind, value = _parse_spec(spec)
+  if kind == "tfds":
+    if not value:
       raise DataError(f"config.data.source={spec!r} names no TFDS dataset; "
                        f"{_ACCEPTED_SPECS}.")
-    return TfdsSource(rest.strip(), data_dir=tfds_data_dir,
+    return TfdsSource(value, data_dir=tfds_data_dir,
                       manual_dir=tfds_manual_dir, **split_options)
-  if sep and scheme == "folder":
-    if not rest.strip():
-      raise DataError(f"config.data.source={spec!r} names no folder; "
-                       f"{_ACCEPTED_SPECS}.")
-    return ImageFolderSource(os.path.expanduser(rest.strip()), **split_options)
-  # Anything else that looks like "scheme:..." (but is not an existing path or
-  # a Windows drive such as C:\) is a typo or an unsupported source kind.
-  looks_like_scheme = bool(re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", spec))
-  if looks_like_scheme and not os.path.exists(spec):
+  if kind == "unknown":
     raise DataError(
-        f"config.data.source={spec!r} has an unknown kind {scheme!r}; "
+        f"config.data.source={spec!r} has an unknown kind {value!r}; "
         f"{_ACCEPTED_SPECS}.")
-  return ImageFolderSource(os.path.expanduser(spec), **split_options)
+  if not value:
+    raise DataError(f"config.data.source={spec!r} names no folder; "
+                     f"{_ACCEPTED_SPECS}.")
+  return ImageFolderSource(os.path.expanduser(value), **split_options)
 
 
-def _folder_of(spec: str) -> str | None:
-  """The folder a `config.data.source` spec names ('folder:PATH' or a bare path), else None."""
-  spec = spec.strip()
+def _parse_spec(spec: str) -> tuple[str, str]:
+  """('tfds', NAME), ('folder', PATH) or ('unknown', KIND) of a stripped source spec: a bare
+  path is a folder, and anything else that looks like "kind:..." (but is not an existing path
+  or a Windows drive such as C:\\) is a typo or an unsupported source kind."""
   scheme, sep, rest = spec.partition(":")
-  if sep and scheme == "folder":
-    return rest.strip()
+  if sep and scheme in ("tfds", "folder"):
+    return scheme, rest.strip()
   if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", spec) and not os.path.exists(spec):
-    return None  # tfds:NAME, or a kind open_source refuses.
-  return spec
+    return "unknown", scheme
+  return "folder", spec
 
 
 def same_source(a: str, b: str) -> bool:
   """Whether two `config.data.source` specs name the same data: the same spec, or the same
   folder reached through other spellings (relative to the current directory, absolute or
   through a link), as `open_source` would open it from here."""
-  if a.strip() == b.strip():
+  a, b = a.strip(), b.strip()
+  if a == b:
     return True
-  folders = [_folder_of(spec) for spec in (a, b)]
-  if None in folders:
+  (kind_a, folder_a), (kind_b, folder_b) = _parse_spec(a), _parse_spec(b)
+  if kind_a != "folder" or kind_b != "folder":
     return False
-  real = [os.path.realpath(os.path.expanduser(f)) for f in folders]
-  return real[0] == real[1]
+  real = lambda folder: os.path.realpath(os.path.expanduser(folder))
+  return real(folder_a) == real(folder_b)

@@ -97,17 +97,18 @@ def make_optimizer(train_config: ml_collections.ConfigDict, steps_per_epoch: int
       parts.insert(0, optax.clip_by_global_norm(train_config.grad_clip_norm))
     return optax.chain(*parts, optax.scale_by_learning_rate(schedule))
 
-  transforms = {g: group_chain(s) for g, s in schedules.items()}
-  transforms["frozen"] = optax.set_to_zero()
+  group_schedules = {"head": schedules["head"], "backbone": schedules["backbone"]}
   layer_decay = train_config.get("layer_lr_decay", 1.0)
   depths = None
   if layer_decay != 1.0:
     depths = models.layer_depths(params)
     top = max(depths.values())
-    del transforms["backbone"]
+    del group_schedules["backbone"]
     for depth in sorted(set(depths.values())):
-      scaled = _scaled(schedules["backbone"], layer_decay ** (top - depth))
-      transforms[f"backbone_{depth}"] = group_chain(scaled)
+      group_schedules[f"backbone_{depth}"] = _scaled(schedules["backbone"],
+                                                      layer_decay ** (top - depth))
+  transforms = {g: group_chain(s) for g, s in group_schedules.items()}
+  transforms["frozen"] = optax.set_to_zero()
   groups = param_groups(params, train_config.get("frozen_params", ""), depths)
   return optax.multi_transform(transforms, groups), schedules
 
