@@ -7,15 +7,13 @@ the tests read the same arithmetic.
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import os
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from carjax import metrics as metrics_lib
-from carjax import workdir as workdir_lib
+from carjax.study import comparison
 
 # (metrics.json key, title) of the figures given with intervals.
 INTERVAL_METRICS = (("accuracy", "accuracy"), ("weighted_precision", "weighted precision"),
@@ -66,15 +64,9 @@ def over_seeds(per_seed_metrics: Sequence[Mapping[str, Any]], key: str) -> SeedS
   return SeedSummary(float(np.mean(values)), min(values), max(values), len(values))
 
 
-def read_correct_by_file(eval_dir: str) -> dict[str, bool]:
-  """{image file: whether the model got it right}, from an evaluation's predictions.csv."""
-  with open(os.path.join(eval_dir, workdir_lib.EVAL_PREDICTIONS), newline="") as f:
-    return {row["file"]: row["correct"] == "1" for row in csv.DictReader(f)}
-
-
 def paired_test(eval_dir_a: str, eval_dir_b: str) -> tuple[int, float] | None:
   """(images both were scored on, McNemar p-value) of two evaluations of the same split."""
-  a, b = read_correct_by_file(eval_dir_a), read_correct_by_file(eval_dir_b)
+  a, b = (comparison.read_evaluation(d).correct_by_file for d in (eval_dir_a, eval_dir_b))
   shared = sorted(set(a) & set(b))
   if not shared:
     return None
