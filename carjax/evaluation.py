@@ -127,7 +127,7 @@ def _load_target(predictor: Predictor, split: str | None, folder: str | None, pr
     return images, labels, names, failures, os.path.basename(os.path.normpath(folder))
   split = split or config.data.eval_split
   if (preloaded is not None and split == loading.selection_split(config.data)
-      and predictor.image_size == predictor.trained_image_size):
+      and predictor.image_size == predictor.configured_image_size):
     part = preloaded.eval
   else:
     source = loading.open_configured_source(config.data)
@@ -148,7 +148,7 @@ def _variant(predictor: Predictor) -> str:
   parts = []
   if predictor.flip_tta != bool(config.eval.get("flip_tta", False)):
     parts.append("flip" if predictor.flip_tta else "noflip")
-  if predictor.image_size != predictor.trained_image_size:
+  if predictor.image_size != predictor.configured_image_size:
     parts.append("{}x{}".format(*predictor.image_size))
   if predictor.uses_ema != bool(config.train.ema_decay):
     parts.append("raw")
@@ -269,12 +269,17 @@ def _evaluate_best_across_processes(run: loop.TrainedRun) -> dict[str, Any]:
   part = data.eval
   if split != loading.selection_split(config.data):  # Chosen on dev: now the test split.
     part = distributed.primary_first("carjax:load_eval_split", lambda: loading.load_split(
-        config.data, loading.open_configured_source(config.data), split))
+        config.data, loading.open_configured_source(config.data), split,
+        image_size=loading.eval_image_hw(config)))
   _, logits = loop.evaluate_state(setup.eval_step, state, part.images, part.labels,
                                   config.eval.batch_size, setup.data_sharding)
   extra = {"checkpoint": ckpt.BEST, "step": meta.get("step"), "epoch": meta.get("epoch"),
            "evaluated_on": split, "unreadable_files": len(part.failures),
-           "train_seconds": meta.get("train_seconds")}
+           "train_seconds": meta.get("train_seconds"),
+           # As `_settings` records them for a single process.
+           "flip_tta": bool(config.eval.get("flip_tta", False)),
+           "image_size": list(loading.eval_image_hw(config)),
+           "weights": "ema" if config.train.ema_decay else "raw"}
   labels = np.asarray(part.labels)
   if distributed.is_primary():
     return write_evaluation(workdir_lib.eval_dir(run.workdir, ckpt.BEST, split), labels,

@@ -16,6 +16,7 @@ import numpy as np
 
 from carjax import models
 from carjax.data import decode
+from carjax.data import loading
 from carjax import workdir as workdir_lib
 from carjax.models import tta
 from carjax.errors import ConfigError, MissingPathError
@@ -58,17 +59,18 @@ class Predictor:
                image_size=None, use_ema: bool | None = None):
     """`flip_tta`: average each image's prediction with its mirror's (None: as the run's
     `config.eval.flip_tta` says). `image_size`: S or (height, width) to classify at instead
-    of the run's own size (the networks are convolutional: "train low, test high").
+    of the run's own evaluation size (`config.eval.image_size`, else its training size; the
+    networks are convolutional: "train low, test high").
     `use_ema`: classify with the weight average (None: when the run keeps one) or the raw
     weights (False)."""
     (self.config, self.class_names, self.model, self.variables,
      self.checkpoint_meta) = restore_variables(workdir, which, use_ema)
     self.uses_ema = bool(self.config.train.ema_decay) if use_ema is None else use_ema
-    self.trained_image_size = decode.image_hw(self.config.data.image_size)
+    self.configured_image_size = loading.eval_image_hw(self.config)  # (height, width)
     self.flip_tta = (bool(self.config.eval.get("flip_tta", False)) if flip_tta is None
                      else bool(flip_tta))
-    self.image_size = decode.image_hw(  # (height, width)
-        self.config.data.image_size if image_size is None else image_size)
+    self.image_size = (self.configured_image_size if image_size is None
+                       else decode.image_hw(image_size))
     self.resize_mode = self.config.data.resize_mode
     self.input_spec = models.InputSpec.from_config(self.config.model)
     self._logits = jax.jit(

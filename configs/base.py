@@ -107,6 +107,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Average each image's class probabilities with its mirror image's (2× inference cost),
   # in the per-epoch evaluations, evaluate, predict, the study and export alike.
   c.eval.flip_tta = False
+  # (height, width) the per-epoch evaluations, evaluate, predict, the study and export classify
+  # at; () = data.image_size. Larger than the training size is "train low, test high": the
+  # networks are convolutional, and random crops show objects larger in training than a
+  # whole photo does at the same size.
+  c.eval.image_size = ()
 
   c.checkpoint = ml_collections.ConfigDict()
   # Besides every epoch's end, `checkpoints/last` is also saved every N steps and every M

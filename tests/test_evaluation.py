@@ -121,3 +121,28 @@ def test_ensemble_refuses_members_that_see_other_photos_or_other_makes(two_runs,
                                  split="val")
   with pytest.raises(ConfigError, match="two workdirs or more"):
     evaluation.evaluate_ensemble([str(averaged)], str(tmp_path / "d"))
+
+
+def test_a_run_tested_at_another_size_chooses_scores_and_predicts_at_it(two_runs, tmp_path):
+  data = two_runs[0]
+  config = custom_cnn.get_config("tiny")
+  config.data.source = f"folder:{data}"
+  config.data.dev_fraction = 0.25
+  config.train.num_epochs = 2
+  config.eval.image_size = (40, 24)  # Trained at 32×32.
+  workdir = tmp_path / "run"
+  summary = helpers.train_and_evaluate(config, str(workdir))
+  assert summary["image_size"] == [40, 24] and summary["evaluated_on"] == "val"
+  with open(workdir / "metrics.jsonl") as f:
+    assert sum(json.loads(line)["split"] == "dev" for line in f) == 2  # Chose at 40×24.
+  predictor = inference.Predictor(str(workdir))
+  assert (predictor.image_size, predictor.configured_image_size) == ((40, 24), (40, 24))
+  assert predictor.load_image(str(next((data / "val").rglob("*.jpg")))).shape == (40, 24, 3)
+  # The same checkpoint at the training size is another evaluation, in a folder of its own.
+  at_training_size = evaluation.evaluate_workdir(str(workdir), split="val", image_size=32)
+  assert at_training_size["image_size"] == [32, 32]
+  assert (workdir / "eval_best_val_32x32" / "metrics.json").is_file()
+  with open(workdir / "eval_best_val" / "metrics.json") as f:
+    assert json.load(f)["image_size"] == [40, 24]
+  from carjax.study import recipes  # pylint: disable=g-import-not-at-top
+  assert recipes.recipe_row("cnn", config)[7] == "single view at 40×24"

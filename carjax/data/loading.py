@@ -12,6 +12,7 @@ import numpy as np
 
 from carjax.data import aux_labels as aux_lib
 from carjax.data import cache as cache_lib
+from carjax.data import decode
 from carjax.data import dev_split
 from carjax.data import sources
 from carjax.errors import ConfigError
@@ -68,6 +69,13 @@ def selection_split(data_cfg: ml_collections.ConfigDict) -> str:
   return dev_split.DEV if data_cfg.get("dev_fraction", 0.0) else data_cfg.eval_split
 
 
+def eval_image_hw(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(height, width) the run is evaluated and predicts at: `config.eval.image_size`, or the
+  training size `config.data.image_size` when that is empty (the default). The networks are
+  convolutional, so a model trained low may be tested high ("train low, test high")."""
+  return decode.image_hw(config.eval.get("image_size") or config.data.image_size)
+
+
 def load_data(config: ml_collections.ConfigDict, source=None,
               aux: aux_lib.AuxLabels | None = None) -> RunData:
   """Decodes (or loads cached) the train and eval splits of `source` (default: opens
@@ -79,9 +87,9 @@ def load_data(config: ml_collections.ConfigDict, source=None,
   source = source or open_configured_source(data_cfg)
   if aux is None:
     aux = aux_lib.for_train_split(data_cfg, source)
-  load = lambda split: load_split(data_cfg, source, split)
-  train = load(data_cfg.train_split)
-  evaluation = load(selection_split(data_cfg))
+  train = load_split(data_cfg, source, data_cfg.train_split)
+  evaluation = load_split(data_cfg, source, selection_split(data_cfg),
+                          image_size=eval_image_hw(config))
   for split, part in ((data_cfg.train_split, train), (selection_split(data_cfg), evaluation)):
     logging.info("%s: %d images decoded, %d unreadable skipped.", split, len(part.labels),
                  len(part.failures))
@@ -91,11 +99,11 @@ def load_data(config: ml_collections.ConfigDict, source=None,
                  aux.labels_of(train.names))
 
 
-def load_split(data_cfg: ml_collections.ConfigDict, source, split: str):
-  """One split of `source` decoded at the config's size (cached; memory-mapped from disk as
-  batches need it, since a split may exceed host RAM)."""
+def load_split(data_cfg: ml_collections.ConfigDict, source, split: str, image_size=None):
+  """One split of `source` decoded at `image_size` (default: the config's training size;
+  cached; memory-mapped from disk as batches need it, since a split may exceed host RAM)."""
   cache_dir = os.path.expanduser(data_cfg.cache_dir) if data_cfg.cache_dir else None
   return cache_lib.load_split(
-      source, split, image_size=data_cfg.image_size, resize_mode=data_cfg.resize_mode,
+      source, split, image_size=image_size or data_cfg.image_size, resize_mode=data_cfg.resize_mode,
       cache_dir=cache_dir, num_workers=data_cfg.num_workers or None, progress=True,
       mmap=True)

@@ -46,6 +46,8 @@ def recipe_row(name: str, config) -> list[str]:
   else:
     frozen_text += "; from scratch"
   evaluation = "flip TTA" if config.eval.get("flip_tta") else "single view"
+  if config.eval.get("image_size"):
+    evaluation += " at {}×{}".format(*decode.image_hw(config.eval.image_size))
   dev = float(data.get("dev_fraction", 0.0) or 0.0)
   chosen_on = f"dev ({dev:.0%} of train)" if dev else data.eval_split
   return [name, f"{height}×{width}", str(train.num_epochs), frozen_text, augmentation,

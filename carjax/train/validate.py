@@ -85,19 +85,24 @@ def _check_pair(config, path: str, low: float, high: float | None) -> None:
     raise ConfigError(f"config.{path} must satisfy {bound}, got {tuple(value)!r}")
 
 
+def _check_image_size(size, name: str) -> None:
+  from carjax.data import decode  # pylint: disable=g-import-not-at-top
+  try:
+    height, width = decode.image_hw(size)
+  except ValueError as e:
+    raise ConfigError(f"config.{name}: {e}") from None
+  if min(height, width) < 8:
+    shown = tuple(size) if isinstance(size, (list, tuple)) else size
+    raise ConfigError(f"config.{name} must be at least 8 pixels a side, got {shown!r}")
+
+
 def _validate_data(config) -> None:
   from carjax.data import decode, splits  # pylint: disable=g-import-not-at-top
   data = config.data
   for name in ("train_split", "eval_split"):
     if not isinstance(data[name], str) or not data[name].strip():
       raise ConfigError(f"config.data.{name} must name a split, got {data[name]!r}")
-  try:
-    height, width = decode.image_hw(data.image_size)
-  except ValueError as e:
-    raise ConfigError(f"config.data.image_size: {e}") from None
-  if min(height, width) < 8:
-    raise ConfigError(f"config.data.image_size must be at least 8 pixels a side, got "
-                      f"{tuple(data.image_size) if isinstance(data.image_size, (list, tuple)) else data.image_size!r}")
+  _check_image_size(data.image_size, "data.image_size")
   _check_range(config, "data.dev_fraction", 0.0, 1.0, high_open=True)
   _check_choice(data.resize_mode, "data.resize_mode", decode.RESIZE_MODES)
   _check_range(config, "data.num_workers", 0, integer=True)
@@ -177,6 +182,8 @@ def _validate_eval_and_checkpoints(config) -> None:
   _check_range(config, "eval.batch_size", 1, integer=True)
   _check_range(config, "eval.every_epochs", 1, integer=True)
   _check_choice(config.eval.best_metric, "eval.best_metric", BEST_METRICS)
+  if config.eval.get("image_size"):  # () = the training size.
+    _check_image_size(config.eval.image_size, "eval.image_size")
   if "checkpoint" in config:
     _check_range(config, "checkpoint.every_steps", 0, integer=True)
     _check_range(config, "checkpoint.every_minutes", 0.0)
