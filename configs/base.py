@@ -86,6 +86,13 @@ def get_config() -> ml_collections.ConfigDict:
   # With config.data.aux_labels_csv: loss = CE(make) + this × CE(auxiliary label), both
   # label-smoothed alike.
   c.train.aux_loss_weight = 0.5
+  # Knowledge distillation: a finished run of the same makes and training photos (e.g. the
+  # fine-tuned Lite0) whose logits for each training photo the model also learns from
+  # (carjax/train/teacher.py): the make's loss is (1 − w) × CE + w × T² × KL(teacher ‖
+  # model) at temperature T. A model so taught is not trained from scratch. "": off.
+  c.train.teacher_workdir = ""
+  c.train.distill_weight = 0.5  # w
+  c.train.distill_temperature = 2.0  # T
   c.train.class_weights = False  # Inverse-frequency weighting of the loss.
   c.train.grad_clip_norm = 0.0  # 0: off.
   c.train.ema_decay = 0.0  # 0: no EMA of weights; e.g. 0.999 evaluates the EMA.

@@ -421,6 +421,8 @@ def test_a_rerun_may_change_the_length():
     ("mesh.fsdp", 0), ("train.aux_loss_weight", -0.5),
     ("data.aux_labels_csv", "/nonexistent/MANIFEST.csv"), ("train.layer_lr_decay", 0.0),
     ("train.layer_lr_decay", 1.2), ("eval.image_size", (4, 4)), ("eval.image_size", (10, 20, 30)),
+    ("train.teacher_workdir", "/nonexistent/run"), ("train.distill_weight", 1.5),
+    ("train.distill_temperature", 0.0),
 ])
 def test_every_config_value_is_checked_before_data_is_read(option, value, tmp_path):
   config = custom_cnn.get_config("tiny")

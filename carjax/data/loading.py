@@ -21,13 +21,21 @@ from carjax.errors import ConfigError
 @dataclasses.dataclass
 class RunData:
   """The decoded train split of a run and the split its checkpoints are chosen on; with
-  `config.data.aux_labels_csv`, the auxiliary classes and each training image's label."""
+  `config.data.aux_labels_csv`, the auxiliary classes and each training image's label; with
+  a teacher (`config.train.teacher_workdir`), its logits for each training image."""
 
   class_names: tuple[str, ...]
   train: Any  # carjax.data.cache.CachedSplit
   eval: Any  # The `selection_split`: dev, or else the eval split.
   aux_class_names: tuple[str, ...] = ()
   train_aux_labels: np.ndarray | None = None  # int32, aligned with `train.images`.
+  train_teacher_logits: np.ndarray | None = None  # float32 [N, K], aligned alike.
+
+  def train_targets(self) -> dict[str, np.ndarray]:
+    """The per-image training targets besides the make, by the batch key they go under."""
+    targets = {"aux_label": self.train_aux_labels,
+               "teacher_logits": self.train_teacher_logits}
+    return {k: v for k, v in targets.items() if v is not None}
 
   def unreadable_files(self) -> list[dict[str, str]]:
     """{'split', 'file', 'reason'} of every image the loader skipped."""

@@ -40,18 +40,19 @@ def train_indices(num_examples: int, batch_size: int, seed: int, step: int) -> n
 
 def train_batches(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int,
                   start_step: int = 0, rows: np.ndarray | None = None,
-                  aux_labels: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
+                  extra_targets: dict[str, np.ndarray] | None = None
+                  ) -> Iterator[dict[str, np.ndarray]]:
   """Endless training batches {'image': uint8 NHWC, 'label': int32 N} from `start_step`
-  (plus 'aux_label' from `aux_labels`, aligned with `labels`, when given); with `rows`, only
-  those positions of each global batch."""
+  (plus each array of `extra_targets` under its name, e.g. 'aux_label' or 'teacher_logits',
+  aligned with `labels`); with `rows`, only those positions of each global batch."""
   step = start_step
   while True:
     idx = np.sort(train_indices(len(labels), batch_size, seed, step))
     if rows is not None:
       idx = idx[rows]
     batch = {"image": images[idx], "label": labels[idx]}
-    if aux_labels is not None:
-      batch["aux_label"] = aux_labels[idx]
+    for name, values in (extra_targets or {}).items():
+      batch[name] = values[idx]
     yield batch
     step += 1
 

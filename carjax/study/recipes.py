@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from carjax.data import decode
@@ -41,8 +42,13 @@ def recipe_row(name: str, config) -> list[str]:
   pretrained = model.get("pretrained") or ""
   frozen = train.get("frozen_params") or ""
   frozen_text = f"`{frozen}`" if frozen else "nothing"
+  teacher = train.get("teacher_workdir") or ""
   if pretrained:
     frozen_text += f"; from {pretrained}"
+  elif teacher:
+    frozen_text += (f"; not from scratch: distilled from {os.path.basename(teacher.rstrip('/'))}"
+                    f" (weight {float(train.distill_weight):g}, "
+                    f"T {float(train.distill_temperature):g})")
   else:
     frozen_text += "; from scratch"
   evaluation = "flip TTA" if config.eval.get("flip_tta") else "single view"

@@ -34,6 +34,7 @@ from carjax.train import rerun
 from carjax.train import setup as setup_lib
 from carjax.train import sharding as sharding_lib
 from carjax.train import steps as steps_lib
+from carjax.train import teacher as teacher_lib
 from carjax.train import validate
 from carjax.train.progress import ProgressBar
 from carjax.workdir import MetricWriter, write_run_files
@@ -101,12 +102,18 @@ def _train_locked(config: ml_collections.ConfigDict, workdir: str) -> TrainedRun
   # The auxiliary labels are read and checked before any image is decoded.
   aux = aux_labels.for_train_split(config.data, source)
   aux_names = aux.class_names if aux else ()
+  if config.train.get("teacher_workdir"):
+    teacher_lib.check_teacher(config, class_names)
   rerun.check_rerun(workdir, config, class_names,
                     setup_lib.abstract_variables(config, num_classes, len(aux_names)),
                     aux_class_names=aux_names)
   # Decoded once per disk: the primary fills the cache, the others read it.
   data = distributed.primary_first("carjax:load_data", lambda: load_data(config, source, aux))
   validate.check_decoded(data.train.labels, data.eval.labels, config)
+  if config.train.get("teacher_workdir"):
+    data = dataclasses.replace(data, train_teacher_logits=distributed.primary_first(
+        "carjax:teacher_logits",
+        lambda: teacher_lib.training_logits(config, workdir, source, data.train.names)))
   if distributed.is_primary():
     write_run_files(config, workdir, class_names, data.unreadable_files(), aux_names)
 
@@ -205,7 +212,7 @@ class _EpochLoop:
       batches = pipeline.train_batches(
           self.data.train.images, self.data.train.labels, batch_size, self.config.seed, step,
           rows=sharding_lib.process_rows(self.data_sharding, batch_size),
-          aux_labels=self.data.train_aux_labels)
+          extra_targets=self.data.train_targets())
       while int(self.state.step) < self.total_steps:
         self.train_epoch(batches)
         self.finish_epoch()

@@ -40,7 +40,8 @@ ADDED_OPTIONS = {
     "data.augment.cutmix_prob": 0.0, "data.augment.cutmix_alpha": 1.0,
     "data.aux_labels_csv": "", "data.aux_labels_key": "relpath",
     "data.aux_labels_column": "model", "train.aux_loss_weight": 0.5,
-    "train.layer_lr_decay": 1.0, "eval.image_size": [],
+    "train.layer_lr_decay": 1.0, "eval.image_size": [], "train.teacher_workdir": "",
+    "train.distill_weight": 0.5, "train.distill_temperature": 2.0,
 }
 
 RESUMABLE_CHANGES = frozenset({

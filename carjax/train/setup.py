@@ -99,6 +99,12 @@ def build(config: ml_collections.ConfigDict, num_classes: int, steps_per_epoch: 
       eval_step=jax.jit(eval_step, out_shardings=replicated, compiler_options=xla_options))
 
 
+def distill_weight_of(train_cfg: ml_collections.ConfigDict) -> float:
+  """The weight of the teacher's soft targets in the loss: 0 without a teacher."""
+  return (float(train_cfg.get("distill_weight", 0.0)) if train_cfg.get("teacher_workdir")
+          else 0.0)
+
+
 def make_steps(config: ml_collections.ConfigDict, model: nn.Module, num_classes: int, *,
                input_spec: models.InputSpec | None = None, class_weights=None,
                micro_batch_sharding=None, aux_classes: int = 0):
@@ -114,7 +120,9 @@ def make_steps(config: ml_collections.ConfigDict, model: nn.Module, num_classes:
       frozen_pattern=train_cfg.frozen_params,
       accum_steps=int(train_cfg.get("grad_accum_steps", 1)), class_weights=class_weights,
       micro_batch_sharding=micro_batch_sharding, aux_classes=aux_classes,
-      aux_loss_weight=float(train_cfg.get("aux_loss_weight", 0.0)))
+      aux_loss_weight=float(train_cfg.get("aux_loss_weight", 0.0)),
+      distill_weight=distill_weight_of(train_cfg),
+      distill_temperature=float(train_cfg.get("distill_temperature", 1.0)))
   eval_step = steps_lib.make_eval_step(model=model, input_spec=input_spec,
                                        num_classes=num_classes,
                                        use_ema=bool(train_cfg.ema_decay),

@@ -49,6 +49,18 @@ def cross_entropy(logits, labels, num_classes: int, label_smoothing: float = 0.0
   return jnp.sum(losses * example_weights) / jnp.maximum(jnp.sum(example_weights), 1e-8), losses
 
 
+def distillation_loss(logits, teacher_logits, temperature: float):
+  """Per-example T² · KL(softmax(teacher / T) ‖ softmax(student / T)), T = `temperature`.
+
+  Its gradient in the student's logits is T · (softmax(student / T) − softmax(teacher / T)):
+  the T² keeps the soft targets' pull comparable with the labels' as T grows (Hinton et al.,
+  2015, "Distilling the knowledge in a neural network")."""
+  t = float(temperature)
+  return t * t * optax.losses.kl_divergence_with_log_targets(
+      jax.nn.log_softmax(logits.astype(jnp.float32) / t),
+      jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / t))
+
+
 def _trained_norm(grads, frozen_pattern: str):
   """Global norm of the gradients of trained parameters; frozen ones are left out, so XLA
   still drops their backward pass."""
@@ -69,7 +81,8 @@ def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
                     label_smoothing: float = 0.0, ema_decay: float = 0.0,
                     frozen_pattern: str = "", accum_steps: int = 1, class_weights=None,
                     micro_batch_sharding=None, aux_classes: int = 0,
-                    aux_loss_weight: float = 0.0) -> Callable[..., Any]:
+                    aux_loss_weight: float = 0.0, distill_weight: float = 0.0,
+                    distill_temperature: float = 1.0) -> Callable[..., Any]:
   """Builds the (not yet jitted) `train_step(state, batch, rng) -> (state, metrics)`.
 
   `frozen_pattern` (the optimiser's frozen parameters) is left out of the logged gradient
@@ -78,7 +91,9 @@ def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
   `aux_classes > 0` (a model with an auxiliary head, batches with an 'aux_label'), each
   example's loss is CE(make) + `aux_loss_weight` × CE(auxiliary label), both label-smoothed
   (and class-weighted by the make) alike; the logged cross-entropy and accuracy stay the
-  makes', and `aux_correct` counts the auxiliary head's hits. With CutMix
+  makes', and `aux_correct` counts the auxiliary head's hits. With `distill_weight > 0`
+  (batches with 'teacher_logits'), the make's loss is mixed with the teacher's soft targets
+  (`make_per_example_loss`). With CutMix
   (`augment_spec.cutmix_prob > 0`), each example's loss is that of its own labels weighted
   by the share of its own pixels plus that of its partner's labels weighted by the rest;
   the logged accuracy and cross-entropy still compare with the image's own make.
@@ -86,7 +101,8 @@ def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
   weights_table = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
   apply_kwargs = {"return_aux": True} if aux_classes else {}
   per_example_loss = make_per_example_loss(num_classes, label_smoothing, aux_classes,
-                                           aux_loss_weight)
+                                           aux_loss_weight, distill_weight,
+                                           distill_temperature)
 
   def forward(params, batch_stats, images, dropout_rng):
     """((logits, auxiliary logits or None), BatchNorm statistics) in training mode."""
@@ -103,6 +119,8 @@ def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
     targets = {"label": labels}
     if aux_classes:
       targets["aux_label"] = batch["aux_label"]
+    if distill_weight:
+      targets["teacher_logits"] = batch["teacher_logits"]
     if augment_spec.cutmix_prob:
       # Its own key, folded in, so the crops and dropout of runs without CutMix stay as
       # they were.
@@ -153,14 +171,20 @@ def _step_metrics(loss, outputs, targets, num_classes: int) -> dict[str, Any]:
 
 
 def make_per_example_loss(num_classes: int, label_smoothing: float, aux_classes: int,
-                          aux_loss_weight: float) -> Callable[..., Any]:
+                          aux_loss_weight: float, distill_weight: float = 0.0,
+                          distill_temperature: float = 1.0) -> Callable[..., Any]:
   """`loss(outputs, targets) -> [B]`: CE(make) + `aux_loss_weight` × CE(aux label) (when
-  `aux_classes`), label-smoothed alike; with CutMix's targets ('kept', 'partner_*'), each
-  label set weighs as much as its image's share of the pixels."""
+  `aux_classes`), label-smoothed alike; with `distill_weight` w > 0 (targets then carry
+  'teacher_logits'), the make's term is (1 − w) × CE + w × `distillation_loss`. With CutMix's
+  targets ('kept', 'partner_*'), each target set weighs as much as its image's share of the
+  pixels."""
 
   def label_losses(outputs, targets, prefix: str = ""):
     logits, aux_logits = outputs
     losses = cross_entropy(logits, targets[prefix + "label"], num_classes, label_smoothing)[1]
+    if distill_weight:
+      losses = ((1.0 - distill_weight) * losses + distill_weight * distillation_loss(
+          logits, targets[prefix + "teacher_logits"], distill_temperature))
     if aux_classes:
       losses = losses + aux_loss_weight * cross_entropy(
           aux_logits, targets[prefix + "aux_label"], aux_classes, label_smoothing)[1]

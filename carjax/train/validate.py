@@ -165,6 +165,13 @@ def _validate_train(config) -> None:
   _check_range(config, "train.label_smoothing", 0.0, 1.0, high_open=True)
   if "aux_loss_weight" in train:
     _check_range(config, "train.aux_loss_weight", 0.0)
+  if train.get("teacher_workdir") and not os.path.isdir(
+      os.path.expanduser(train.teacher_workdir)):
+    raise ConfigError(f"config.train.teacher_workdir={train.teacher_workdir!r} is not a "
+                      "folder")
+  if "distill_weight" in train:
+    _check_range(config, "train.distill_weight", 0.0, 1.0)
+    _check_range(config, "train.distill_temperature", 0.0, low_open=True)
   _check_range(config, "train.grad_clip_norm", 0.0)
   _check_range(config, "train.ema_decay", 0.0, 1.0, high_open=True)
   _check_range(config, "train.log_every_steps", 1, integer=True)
