@@ -18,7 +18,7 @@ TINY = ("custom_cnn", "efficientnet_lite0_finetune", "study")
 
 
 @pytest.mark.parametrize("name, arg", [(n, None) for n in CONFIG_NAMES] +
-                         [(n, "tiny") for n in TINY])
+                         [(n, "tiny") for n in TINY] + [("study", "distilled")])
 def test_config_loads_and_is_locked(name, arg):
   module = importlib.import_module(f"configs.{name}")
   config = module.get_config(arg) if arg else module.get_config()
@@ -29,8 +29,12 @@ def test_config_loads_and_is_locked(name, arg):
   with pytest.raises(AttributeError):
     config.train.learnig_rate = 0.1  # The typo a user makes.
   # A study config holds one full training config per model.
-  runs = dict(config.models) if "models" in config else {name: config}
+  runs = ({**config.models, **config.extra_models} if "models" in config
+          else {name: config})
   assert runs
+  if arg == "distilled":
+    assert config.extra_models.custom_cnn_distilled.train.teacher_workdir == (
+        "@efficientnet_lite0")
   for run in runs.values():
     assert run.model.name in ("custom_cnn", "efficientnet")
     assert run.train.batch_size > 0 and run.train.num_epochs > 0

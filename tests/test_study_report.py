@@ -13,6 +13,7 @@ import pytest
 from carjax.study import report
 from carjax.study import runs
 from carjax import checkpoint as ckpt
+from configs import custom_cnn
 from configs import study as study_config
 from tests.conftest import REPO_ROOT, write_synthetic_folder
 
@@ -123,16 +124,29 @@ def test_study_end_to_end_rerun_and_missing_runs(tmp_path):
   assert "not_trained_yet (missing" in markdown
 
 
-def test_a_model_with_two_seeds_gets_an_ensemble_row_that_is_reused(tmp_path):
+def test_seeds_get_an_ensemble_row_and_a_distilled_model_an_extra_row(tmp_path):
   source = write_synthetic_folder(tmp_path / "cars")
   workdir = tmp_path / "study"
   config = _study_config(source)
   config.unlock()
   del config.models["tiny_cnn_avgpool"]
   config.seeds = (0, 1)
+  student = custom_cnn.get_config("tiny")
+  student.train.num_epochs = 1
+  student.train.teacher_workdir = "@tiny_cnn"
+  config.extra_models.tiny_distilled = student
   config.lock()
   result = report.run_study(config, str(workdir))
   assert result.section_errors == []
+  assert {n: r.status for n, r in result.runs.items()} == {
+      n: runs.TRAINED for n in ("tiny_cnn", "tiny_cnn_seed1", "tiny_distilled",
+                                "tiny_distilled_seed1")}
+  # Each seed of the student learnt from the teacher's run of the same seed.
+  for student_run, teacher_run in (("tiny_distilled", "tiny_cnn"),
+                                   ("tiny_distilled_seed1", "tiny_cnn_seed1")):
+    taught = json.loads((workdir / student_run / "config.json").read_text())
+    assert taught["train"]["teacher_workdir"] == str(workdir / teacher_run)
+    assert (workdir / student_run / "teacher_logits.npz").is_file()
   ensemble_dir = workdir / "ensembles" / "tiny_cnn"
   metrics = json.loads((ensemble_dir / "metrics.json").read_text())
   assert [m["workdir"] for m in metrics["ensemble"]] == [
@@ -141,6 +155,9 @@ def test_a_model_with_two_seeds_gets_an_ensemble_row_that_is_reused(tmp_path):
     markdown = f.read()
   row = next(l for l in markdown.splitlines() if "ensemble of its 2 seeds (extra row)" in l)
   assert f"{metrics['accuracy']:.3f} [" in row
+  assert "tiny_distilled (extra row: not from scratch, distilled from tiny_cnn)" in markdown
+  assert "**tiny_distilled**" not in markdown  # Never in the headline conclusions.
+  assert "not from scratch: distilled from tiny_cnn (weight 0.5, T 2)" in markdown  # Recipes.
   # A second report reuses the ensemble's evaluation of the same checkpoints.
   before = _mtime(ensemble_dir / "metrics.json")
   report.run_study(config, str(workdir))

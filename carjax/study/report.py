@@ -14,7 +14,7 @@ import dataclasses
 import os
 import shutil
 import traceback
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from absl import logging
 import jax
@@ -32,8 +32,10 @@ from carjax.study import results_figures
 from carjax.study import training_figures
 from carjax.study.measure import measure
 from carjax.study.report_writer import Report
-from carjax.study.runs import (ModelRun, ensure_ensemble_evaluation, headline_model,
-                               model_configs, prepare_run, short_error, train_seconds_of)
+from carjax.study.runs import (ModelRun, all_models, ensure_ensemble_evaluation, headline_model,
+                               is_extra,
+                               model_configs, prepare_run, resolve_teachers, short_error,
+                               train_seconds_of)
 from carjax import checkpoint as ckpt
 from carjax import workdir as workdir_lib
 from carjax.data import loading
@@ -70,6 +72,21 @@ def _write_csv(path: str, header, rows) -> str:
     w.writerow(header)
     w.writerows(rows)
   return path
+
+
+def _seed_summary_row(label: str, runs: Sequence[ModelRun]) -> list[str]:
+  """A row of the answer: each figure over the seeds, and the first seed's accuracy."""
+  per_seed = [r.metrics for r in runs]
+  return ([label] + [str(headline.over_seeds(per_seed, k) or "–")
+                     for k, _ in headline.INTERVAL_METRICS] +
+          [headline.with_interval(runs[0].metrics, "accuracy")])
+
+
+def _extra_kind(config) -> str:
+  teacher = config.train.get("teacher_workdir") or ""
+  if teacher:
+    return f"not from scratch, distilled from {os.path.basename(teacher.rstrip('/'))}"
+  return "not a headline model"
 
 
 class _ReportBuilder:
@@ -182,10 +199,13 @@ class _ReportBuilder:
 
   # -- the answer
 
-  def runs_by_model(self) -> dict[str, list[ModelRun]]:
+  def runs_by_model(self, extra: bool = False) -> dict[str, list[ModelRun]]:
+    """{model: its evaluated runs} of the headline models (`extra`: of the extra ones)."""
     grouped: dict[str, list[ModelRun]] = {}
     for run in self.evaluated:
-      grouped.setdefault(headline_model(run.name, self.study_config), []).append(run)
+      model = headline_model(run.name, self.study_config)
+      if is_extra(model, self.study_config) == extra:
+        grouped.setdefault(model, []).append(run)
     return grouped
 
   def answer_section(self) -> None:
@@ -194,12 +214,10 @@ class _ReportBuilder:
     if not grouped:
       self.report.paragraph("No model has been evaluated yet.")
       return
-    rows = []
-    for name, runs in grouped.items():
-      per_seed = [r.metrics for r in runs]
-      rows.append([name] + [str(headline.over_seeds(per_seed, k) or "–")
-                            for k, _ in headline.INTERVAL_METRICS] +
-                  [headline.with_interval(runs[0].metrics, "accuracy")])
+    extras = self.runs_by_model(extra=True)
+    rows = [_seed_summary_row(name, runs) for name, runs in grouped.items()]
+    rows += [_seed_summary_row(f"{name} (extra row: {_extra_kind(self.configs[runs[0].name])})",
+                               runs) for name, runs in extras.items()]
     ensembles = self.seed_ensembles(grouped)
     for name, metrics in ensembles.items():
       rows.append([f"{name}: ensemble of its {len(grouped[name])} seeds (extra row)"] +
@@ -250,7 +268,7 @@ class _ReportBuilder:
   def recipe_section(self) -> None:
     self.report.heading("Recipes")
     rows = []
-    for name in self.study_config.models:
+    for name in all_models(self.study_config):
       if name not in self.configs:
         continue
       run_dir = os.path.join(self.workdir, name)
@@ -430,7 +448,7 @@ class _ReportBuilder:
     self.guarded("Recipes", self.recipe_section)
     self.guarded("Side by side", self.comparison_section)
     for run in self.evaluated:
-      if run.name in self.study_config.models:  # Each model's first seed; the rest: tables.
+      if run.name in all_models(self.study_config):  # Each model's first seed; the rest: tables.
         self.guarded(f"Model {run.name}", lambda run=run: self.model_section(run))
     if self.evaluated and self.source is not None:
       # Both pick their photos from the held-out split of the data source.
@@ -457,6 +475,7 @@ def run_study(study_config: ml_collections.ConfigDict, workdir: str,
   """Trains/reuses every model of `study_config` under `workdir`, then writes the report."""
   os.makedirs(workdir, exist_ok=True)
   configs = model_configs(study_config)
+  resolve_teachers(configs, workdir, study_config)
   runs = {}
   for name, config in configs.items():
     runs[name] = prepare_run(name, config, os.path.join(workdir, name),

@@ -10,6 +10,11 @@
     without any checkpoint is listed as missing. Nothing missing stops the report.
 
 The runs' checkpoints and evaluations are only read, except for the evaluation it (re)computes.
+
+`config.extra_models` are run and reported the same way, after `config.models`, as extra rows
+that never enter the headline comparison (e.g. a CNN distilled from the fine-tuned model:
+not from scratch). A model's `train.teacher_workdir` may name another model of the study as
+'@<model>': `resolve_teachers` turns it into that model's run of the same seed.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from carjax import evaluation
 from carjax import checkpoint as ckpt
 from carjax import workdir as workdir_lib
 from carjax.data import sources
+from carjax.errors import ConfigError
 from carjax.train import rerun
 from carjax.train import loop
 
@@ -60,7 +66,7 @@ def model_configs(study_config: ml_collections.ConfigDict) -> dict[str, ml_colle
   batch order, augmentation and dropout; the data split stays the study's)."""
   seeds = tuple(study_config.get("seeds", ())) or (None,)
   configs = {}
-  for name, model_config in study_config.models.items():
+  for name, model_config in all_models(study_config).items():
     config = copy.deepcopy(model_config)
     for key, value in study_config.data.items():
       if key not in config.data:
@@ -73,6 +79,38 @@ def model_configs(study_config: ml_collections.ConfigDict) -> dict[str, ml_colle
         run_config.seed = int(seed)
       configs[name if i == 0 else f"{name}_seed{seed}"] = run_config
   return configs
+
+
+def all_models(study_config: ml_collections.ConfigDict) -> dict[str, ml_collections.ConfigDict]:
+  """The headline models, then the extra ones (`config.extra_models`), by name."""
+  extra = study_config.get("extra_models") or {}
+  clash = sorted(set(study_config.models) & set(extra))
+  if clash:
+    raise ConfigError(f"config.extra_models repeats the model name {clash[0]!r} of "
+                      "config.models")
+  return {**study_config.models, **extra}
+
+
+def is_extra(model_name: str, study_config: ml_collections.ConfigDict) -> bool:
+  return model_name in (study_config.get("extra_models") or {})
+
+
+def resolve_teachers(configs: dict[str, ml_collections.ConfigDict], workdir: str,
+                     study_config: ml_collections.ConfigDict) -> None:
+  """Replaces each run's `train.teacher_workdir='@<model>'` by the workdir of that model's run
+  of the same seed (`<workdir>/<model>` or `<workdir>/<model>_seed<k>`), which comes first in
+  `configs`; an unknown model, or one that is not a headline model, is a ConfigError."""
+  names = list(all_models(study_config))
+  for run_name, config in configs.items():
+    teacher = config.train.get("teacher_workdir") or ""
+    if not teacher.startswith("@"):
+      continue
+    teacher_model = teacher[1:]
+    if teacher_model not in study_config.models:
+      raise ConfigError(f"run {run_name!r}: config.train.teacher_workdir={teacher!r} names no "
+                        f"headline model of the study ({', '.join(study_config.models)})")
+    seed_suffix = run_name[len(model_of_run(run_name, names)):]
+    config.train.teacher_workdir = os.path.join(workdir, teacher_model + seed_suffix)
 
 
 def model_of_run(run_name: str, model_names) -> str:
@@ -179,7 +217,8 @@ def train_seconds_of(workdir: str, metrics: dict[str, Any] | None = None) -> flo
 
 
 def headline_model(run_name: str, study_config) -> str:
-  return model_of_run(run_name, list(study_config.models))
+  """The model (headline or extra) a run belongs to."""
+  return model_of_run(run_name, list(all_models(study_config)))
 
 
 def short_error(error: Exception, limit: int = 300) -> str:
