@@ -141,18 +141,22 @@ def _load_target(predictor: Predictor, split: str | None, folder: str | None, pr
   return part.images, part.labels, part.names, part.failures, split
 
 
-def _variant(predictor: Predictor) -> str:
-  """How this evaluation departs from the run's own config ('' when it does not): the
-  suffix of its folder, so it never overwrites the run's own evaluation."""
-  config = predictor.config
+def variant_name(run_config, flip_tta: bool, image_size, uses_ema: bool) -> str:
+  """How an evaluation with these settings departs from the run's own config ('' when it
+  does not): the suffix of its folder, so it never overwrites the run's own evaluation."""
   parts = []
-  if predictor.flip_tta != bool(config.eval.get("flip_tta", False)):
-    parts.append("flip" if predictor.flip_tta else "noflip")
-  if predictor.image_size != predictor.configured_image_size:
-    parts.append("{}x{}".format(*predictor.image_size))
-  if predictor.uses_ema != bool(config.train.ema_decay):
+  if bool(flip_tta) != bool(run_config.eval.get("flip_tta", False)):
+    parts.append("flip" if flip_tta else "noflip")
+  if tuple(image_size) != loading.eval_image_hw(run_config):
+    parts.append("{}x{}".format(*image_size))
+  if bool(uses_ema) != bool(run_config.train.ema_decay):
     parts.append("raw")
   return "_".join(parts)
+
+
+def _variant(predictor: Predictor) -> str:
+  return variant_name(predictor.config, predictor.flip_tta, predictor.image_size,
+                      predictor.uses_ema)
 
 
 def _settings(predictor: Predictor) -> dict[str, Any]:

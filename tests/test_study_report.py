@@ -112,11 +112,18 @@ def test_study_end_to_end_rerun_and_missing_runs(tmp_path):
   config.train_missing = False
   config.unlock()
   config.models.not_trained_yet = study_config.tiny_cnn_variant()
+  # The study now tests high: the finished run is scored at its size, as launch.evaluate
+  # --image_size=40 would, beside its own evaluation.
+  config.models[names[0]].eval.image_size = (40, 40)
   config.lock()
   result = report.run_study(config, str(workdir))
   statuses = {n: r.status for n, r in result.runs.items()}
   assert statuses == {names[0]: runs.REUSED, unfinished: runs.UNFINISHED,
                       "not_trained_yet": runs.MISSING}
+  assert "eval.image_size" in result.runs[names[0]].detail
+  assert "study's evaluation settings (eval_best_val_40x40)" in result.runs[names[0]].detail
+  assert result.runs[names[0]].metrics["image_size"] == [40, 40]
+  assert (workdir / names[0] / "eval_best_val" / "metrics.json").is_file()
   assert "epoch 1 of 5" in result.runs[unfinished].detail
   assert not (workdir / "not_trained_yet").exists()
   assert result.section_errors == []

@@ -30,6 +30,7 @@ import ml_collections
 from carjax import evaluation
 from carjax import checkpoint as ckpt
 from carjax import workdir as workdir_lib
+from carjax.data import loading
 from carjax.data import sources
 from carjax.errors import ConfigError
 from carjax.train import rerun
@@ -140,16 +141,29 @@ def _evaluation_is_current(eval_dir: str, best_step: int) -> bool:
   return workdir_lib.read_eval_metrics(eval_dir).get("step") == best_step
 
 
-def ensure_evaluation(workdir: str, split: str) -> tuple[str, dict[str, Any]]:
+def ensure_evaluation(workdir: str, split: str,
+                      study_run_config: ml_collections.ConfigDict | None = None
+                      ) -> tuple[str, dict[str, Any]]:
   """(eval folder, metrics) of the best checkpoint on `split`, evaluating only if the folder
-  is missing or belongs to an older best checkpoint."""
+  is missing or belongs to an older best checkpoint. With `study_run_config`, the run is
+  scored with the study's evaluation settings where its own differ (`eval.flip_tta`, and
+  `eval.image_size` when the study sets one), into the folder `launch.evaluate` would use
+  for them (`eval_best_<split>_<variant>`)."""
   meta = ckpt.read_meta(workdir, ckpt.BEST)
   if meta is None:
     raise FileNotFoundError(f"no best checkpoint in {workdir}")
-  eval_dir = workdir_lib.eval_dir(workdir, ckpt.BEST, split)
+  settings, variant = {}, ""
+  if study_run_config is not None:
+    own = workdir_lib.load_run_config(workdir)
+    settings = {"flip_tta": bool(study_run_config.eval.get("flip_tta", False)),
+                "image_size": (loading.eval_image_hw(study_run_config)
+                               if study_run_config.eval.get("image_size")
+                               else loading.eval_image_hw(own))}
+    variant = evaluation.variant_name(own, uses_ema=bool(own.train.ema_decay), **settings)
+  eval_dir = workdir_lib.eval_dir(workdir, ckpt.BEST, split, variant)
   if not _evaluation_is_current(eval_dir, meta.get("step")):
     logging.info("Evaluating the best checkpoint of %s on %s.", workdir, split)
-    evaluation.evaluate_workdir(workdir, ckpt.BEST, split=split)
+    evaluation.evaluate_workdir(workdir, ckpt.BEST, split=split, **settings)
   return eval_dir, workdir_lib.read_eval_metrics(eval_dir)
 
 
@@ -200,7 +214,10 @@ def prepare_run(name: str, config: ml_collections.ConfigDict, workdir: str,
       reason = ("no checkpoint yet" if os.path.isdir(workdir) else "no run in the workdir")
       return ModelRun(name, workdir, MISSING,
                       f"{reason}, and config.train_missing is False")
-    eval_dir, metrics = ensure_evaluation(workdir, split)
+    eval_dir, metrics = ensure_evaluation(workdir, split, config)
+    if os.path.basename(eval_dir) != f"eval_{ckpt.BEST}_{split}":
+      notes.append(f"scored with the study's evaluation settings ({os.path.basename(eval_dir)}"
+                   "); its checkpoint was chosen with its own")
   except KeyboardInterrupt:
     raise
   except Exception as e:  # pylint: disable=broad-except
