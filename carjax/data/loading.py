@@ -112,6 +112,6 @@ def load_split(data_cfg: ml_collections.ConfigDict, source, split: str, image_si
   cached; memory-mapped from disk as batches need it, since a split may exceed host RAM)."""
   cache_dir = os.path.expanduser(data_cfg.cache_dir) if data_cfg.cache_dir else None
   return cache_lib.load_split(
-      source, split, image_size=image_size or data_cfg.image_size, resize_mode=data_cfg.resize_mode,
-      cache_dir=cache_dir, num_workers=data_cfg.num_workers or None, progress=True,
-      mmap=True)
+      source, split, image_size=image_size or data_cfg.image_size,
+      resize_mode=data_cfg.resize_mode, cache_dir=cache_dir,
+      num_workers=data_cfg.num_workers or None, progress=True, mmap=True)
