@@ -15,6 +15,11 @@ def _pair(values) -> str:
   return "–".join(f"{float(v):g}" for v in values)
 
 
+def teacher_run_name(config) -> str:
+  """The run a distilled model learnt from ('' when it had no teacher)."""
+  return os.path.basename((config.train.get("teacher_workdir") or "").rstrip("/"))
+
+
 def recipe_row(name: str, config) -> list[str]:
   """One row of `RECIPE_COLUMNS` for a run's config (a ConfigDict or its JSON form)."""
   data, train, model = config.data, config.train, config.model
@@ -42,11 +47,11 @@ def recipe_row(name: str, config) -> list[str]:
   pretrained = model.get("pretrained") or ""
   frozen = train.get("frozen_params") or ""
   frozen_text = f"`{frozen}`" if frozen else "nothing"
-  teacher = train.get("teacher_workdir") or ""
+  teacher = teacher_run_name(config)
   if pretrained:
     frozen_text += f"; from {pretrained}"
   elif teacher:
-    frozen_text += (f"; not from scratch: distilled from {os.path.basename(teacher.rstrip('/'))}"
+    frozen_text += (f"; not from scratch: distilled from {teacher}"
                     f" (weight {float(train.distill_weight):g}, "
                     f"T {float(train.distill_temperature):g})")
   else:

@@ -83,9 +83,9 @@ def _seed_summary_row(label: str, runs: Sequence[ModelRun]) -> list[str]:
 
 
 def _extra_kind(config) -> str:
-  teacher = config.train.get("teacher_workdir") or ""
+  teacher = recipes.teacher_run_name(config)
   if teacher:
-    return f"not from scratch, distilled from {os.path.basename(teacher.rstrip('/'))}"
+    return f"not from scratch, distilled from {teacher}"
   return "not a headline model"
 
 

@@ -79,12 +79,13 @@ def training_logits(config: ml_collections.ConfigDict, workdir: str, source,
   split's names, in its order), from the workdir's `teacher_logits.npz` when it holds these
   photos and the teacher's current best checkpoint, else computed and saved there."""
   teacher = os.path.expanduser(config.train.teacher_workdir)
-  predictor = Predictor(teacher, ckpt.BEST)
-  teacher_step = predictor.checkpoint_meta.get("step", -1)
+  # The checkpoint's step, not its weights: a resumed run reuses the saved logits.
+  teacher_step = (ckpt.read_meta(teacher, ckpt.BEST) or {}).get("step", -1)
   path = os.path.join(workdir, LOGITS_FILE)
   logits = _cached(path, names, teacher_step)
   if logits is not None:
     return logits
+  predictor = Predictor(teacher, ckpt.BEST)
   data_cfg = config.data
   part = cache_lib.load_split(
       source, data_cfg.train_split, image_size=predictor.image_size,
