@@ -369,11 +369,16 @@ def _workdir_files(workdir):
     ("add_class", "added ['Zastava']"),
     ("architecture", "config.model.dense_widths"),
     ("learning_rate", "config.train.learning_rate"),
+    ("option_the_run_predates", "config.train.layer_lr_decay: 1.0 -> 0.9"),
 ])
 def test_a_mismatched_rerun_is_refused_before_writing(reference, cars, tmp_path, change,
                                                       expected):
   workdir = tmp_path / "run"
   shutil.copytree(reference, workdir)
+  if change == "option_the_run_predates":  # Its config.json as written before the option.
+    recorded = json.loads((workdir / "config.json").read_text())
+    del recorded["train"]["layer_lr_decay"]
+    (workdir / "config.json").write_text(json.dumps(recorded))
   before = _workdir_files(workdir)
   data = tmp_path / "cars"
   shutil.copytree(cars, data)
@@ -389,11 +394,21 @@ def test_a_mismatched_rerun_is_refused_before_writing(reference, cars, tmp_path,
       shutil.copytree(data / split / "Ford", data / split / "Zastava")
   elif change == "architecture":
     config.model.dense_widths = (24,)
+  elif change == "option_the_run_predates":
+    config.train.layer_lr_decay = 0.9
   else:
     config.train.learning_rate = 5e-4
   with pytest.raises(errors.WorkdirMismatchError, match=expected.replace("[", r"\[")):
     loop.train(config, str(workdir))
   assert _workdir_files(workdir) == before
+
+
+def test_a_run_that_predates_an_option_resumes_at_the_option_s_default():
+  now = rerun.flat_config(custom_cnn.get_config("tiny"))
+  saved = {k: v for k, v in now.items() if k != "train.layer_lr_decay"}
+  assert rerun.changed_fields(rerun.recorded_config(saved, now), now) == []
+  unknown = {k: v for k, v in now.items() if k != "train.learning_rate"}  # Not an added option.
+  assert rerun.changed_fields(rerun.recorded_config(unknown, now), now) == ["train.learning_rate"]
 
 
 def test_a_rerun_may_change_the_length():

@@ -1,5 +1,7 @@
 """The study's runs: every model gets the study's data section, once per seed."""
 
+import pytest
+
 from carjax.study import runs
 from configs import study as study_config
 
@@ -38,27 +40,53 @@ def test_every_model_runs_once_per_seed():
 # ------------------------------------------------------------------- options added later
 
 
-def test_a_run_recorded_before_an_option_existed_matches_at_its_default():
+def _without(config, fields):
+  """A ConfigDict as a config.json written before `fields` existed."""
   import json  # pylint: disable=g-import-not-at-top
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from carjax.train import rerun  # pylint: disable=g-import-not-at-top
-  from configs import base, custom_cnn  # pylint: disable=g-import-not-at-top
-  # The values that reproduce older runs are the defaults every config starts from.
-  defaults = rerun.flat_config(base.get_config())
-  assert {k: defaults[k] for k in rerun.ADDED_OPTIONS} == rerun.ADDED_OPTIONS
-  wanted = custom_cnn.get_config()
-  recorded = json.loads(wanted.to_json_best_effort())
-  for field in rerun.ADDED_OPTIONS:  # As a config.json written before these options.
+  recorded = json.loads(config.to_json_best_effort())
+  for field in fields:
     section, *middle, name = field.split(".")
     node = recorded[section]
     for part in middle:
       node = node[part]
     del node[name]
-  old_run = ml_collections.ConfigDict(recorded)
+  return ml_collections.ConfigDict(recorded)
+
+
+def test_every_added_option_defaults_to_how_older_runs_trained():
+  from carjax.train import rerun  # pylint: disable=g-import-not-at-top
+  from configs import custom_cnn, efficientnet_lite0_finetune  # pylint: disable=g-import-not-at-top
+  seen = set()
+  for module in (custom_cnn, efficientnet_lite0_finetune):
+    flat = rerun.flat_config(module.get_config())
+    present = {k: v for k, v in rerun.ADDED_OPTIONS.items() if k in flat}
+    assert {k: flat[k] for k in present} == present, module.__name__
+    seen |= set(present)
+  assert seen == set(rerun.ADDED_OPTIONS)  # A misspelt entry would match nothing.
+
+
+@pytest.mark.parametrize("config_name, option, value", [
+    ("custom_cnn", "data.augment.cutmix_prob", 0.5),
+    ("efficientnet_lite0_finetune", "eval.image_size", (224, 416)),
+])
+def test_a_run_recorded_before_an_option_existed_matches_at_its_default(config_name, option,
+                                                                       value):
+  import importlib  # pylint: disable=g-import-not-at-top
+  from carjax.train import rerun  # pylint: disable=g-import-not-at-top
+  module = importlib.import_module(f"configs.{config_name}")
+  wanted = module.get_config()
+  fields = [k for k in rerun.ADDED_OPTIONS if k in rerun.flat_config(wanted)]
+  old_run = _without(wanted, fields)
   assert runs.config_differences(wanted, old_run) == []
-  with_cutmix = custom_cnn.get_config()
-  with_cutmix.data.augment.cutmix_prob = 0.5
-  assert runs.config_differences(with_cutmix, old_run) == ["data.augment.cutmix_prob"]
+  changed = module.get_config()
+  changed.unlock()
+  section, _, name = option.rpartition(".")
+  node = changed
+  for part in section.split("."):
+    node = node[part]
+  node[name] = value
+  assert runs.config_differences(changed, old_run) == [option]
 
 
 def test_the_same_data_folder_named_another_way_is_no_difference(tmp_path, monkeypatch):
@@ -85,3 +113,14 @@ def test_the_recipe_table_names_layer_decay_only_when_on():
   assert "layer decay" not in recipes.recipe_row("lite0", config)[column]
   config.train.layer_lr_decay = 0.9
   assert ", layer decay 0.9, wd 0.05" in recipes.recipe_row("lite0", config)[column]
+
+
+def test_the_recipe_table_names_frozen_batchnorm_statistics_only_when_frozen():
+  from carjax.study import recipes  # pylint: disable=g-import-not-at-top
+  from configs import efficientnet_lite0_finetune  # pylint: disable=g-import-not-at-top
+  config = efficientnet_lite0_finetune.get_config()
+  column = recipes.RECIPE_COLUMNS.index("frozen")
+  assert "BatchNorm" not in recipes.recipe_row("lite0", config)[column]
+  config.model.freeze_batchnorm = True
+  assert recipes.recipe_row("lite0", config)[column] == (
+      "`^(stem_|blocks_[0-2]/)`; BatchNorm statistics; from lite0_imagenet")

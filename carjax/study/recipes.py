@@ -48,6 +48,8 @@ def recipe_row(name: str, config) -> list[str]:
   frozen = train.get("frozen_params") or ""
   frozen_text = f"`{frozen}`" if frozen else "nothing"
   teacher = teacher_run_name(config)
+  if model.get("freeze_batchnorm"):
+    frozen_text += "; BatchNorm statistics"
   if pretrained:
     frozen_text += f"; from {pretrained}"
   elif teacher:

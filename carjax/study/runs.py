@@ -127,9 +127,9 @@ def config_differences(wanted: ml_collections.ConfigDict,
   """Fields (other than bookkeeping ones) where a run's config differs from the study's; a
   field added to carjax after the run was made counts at the value it trained with, and a
   data folder named another way (relative or absolute) is the same folder."""
-  a, b = rerun.flat_config(wanted), {**rerun.ADDED_OPTIONS, **rerun.flat_config(actual)}
-  keys = sorted(set(a) | set(b))
-  differ = [k for k in keys if a.get(k) != b.get(k) and k not in _IRRELEVANT_FIELDS]
+  a = rerun.flat_config(wanted)
+  b = rerun.recorded_config(rerun.flat_config(actual), a)
+  differ = [k for k in rerun.changed_fields(a, b) if k not in _IRRELEVANT_FIELDS]
   if "data.source" in differ and sources.same_source(a["data.source"], b["data.source"]):
     differ.remove("data.source")
   return differ

@@ -36,6 +36,7 @@ LOCK_FILE = ".carjax.lock"
 # splits) would make the resumed run a different experiment than the checkpoint's.
 # Options added after runs were recorded, each with the value under which a run made before
 # it trained (the feature off): a config.json without the field is read as having it.
+# Only the fields the config at hand has count.
 ADDED_OPTIONS = {
     "data.augment.cutmix_prob": 0.0, "data.augment.cutmix_alpha": 1.0,
     "data.aux_labels_csv": "", "data.aux_labels_key": "relpath",
@@ -110,6 +111,28 @@ def flat_config(config: ml_collections.ConfigDict | dict) -> dict[str, Any]:
   return out
 
 
+class _Absent:
+  """A field one of two configs does not have."""
+
+  def __repr__(self) -> str:
+    return "<absent>"
+
+
+ABSENT = _Absent()
+
+
+def recorded_config(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+  """A run's saved flat config as read by this carjax: an option added since the run was made
+  (one the flat `current` config has) takes the value the run trained under."""
+  return {**{k: v for k, v in ADDED_OPTIONS.items() if k in current}, **saved}
+
+
+def changed_fields(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+  """The flat fields whose values differ, a field only one side has included."""
+  return [k for k in sorted(set(before) | set(now))
+          if before.get(k, ABSENT) != now.get(k, ABSENT)]
+
+
 def _checkpoint_shapes(workdir: str) -> tuple[str, dict] | None:
   """(checkpoint path, {'params/..': shape}) of the newest step of `last`, else `best`."""
   for which in (ckpt.LAST, ckpt.BEST):
@@ -175,16 +198,16 @@ def check_rerun(workdir: str, config: ml_collections.ConfigDict, class_names,
   problems = []
   config_path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
   if os.path.exists(config_path):
-    with open(config_path) as f:
-      before = flat_config(json.load(f))
     now = flat_config(config)
-    changed = [k for k in sorted(set(before) & set(now)) if before[k] != now[k]]
+    with open(config_path) as f:
+      before = recorded_config(flat_config(json.load(f)), now)
+    changed = changed_fields(before, now)
     allowed = [k for k in changed if k in RESUMABLE_CHANGES]
-    problems += [f"config.{k}: {before[k]!r} -> {now[k]!r}" for k in changed
-                 if k not in RESUMABLE_CHANGES]
+    problems += [f"config.{k}: {before.get(k, ABSENT)!r} -> {now.get(k, ABSENT)!r}"
+                 for k in changed if k not in RESUMABLE_CHANGES]
     if allowed:
       logging.warning("Resuming %s with changed %s.", workdir, ", ".join(
-          f"config.{k} ({before[k]!r} -> {now[k]!r})" for k in allowed))
+          f"config.{k} ({before.get(k, ABSENT)!r} -> {now.get(k, ABSENT)!r})" for k in allowed))
   if os.path.exists(os.path.join(workdir, workdir_lib.CLASS_NAMES_FILE)):
     problems += _names_difference("classes", workdir_lib.read_class_names(workdir),
                                   class_names)
