@@ -80,12 +80,7 @@ def test_a_run_recorded_before_an_option_existed_matches_at_its_default(config_n
   old_run = _without(wanted, fields)
   assert runs.config_differences(wanted, old_run) == []
   changed = module.get_config()
-  changed.unlock()
-  section, _, name = option.rpartition(".")
-  node = changed
-  for part in section.split("."):
-    node = node[part]
-  node[name] = value
+  changed.update_from_flattened_dict({option: value})
   assert runs.config_differences(changed, old_run) == [option]
 
 

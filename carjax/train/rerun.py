@@ -118,7 +118,7 @@ class _Absent:
     return "<absent>"
 
 
-ABSENT = _Absent()
+_ABSENT = _Absent()
 
 
 def recorded_config(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
@@ -130,7 +130,7 @@ def recorded_config(saved: dict[str, Any], current: dict[str, Any]) -> dict[str,
 def changed_fields(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
   """The flat fields whose values differ, a field only one side has included."""
   return [k for k in sorted(set(before) | set(now))
-          if before.get(k, ABSENT) != now.get(k, ABSENT)]
+          if before.get(k, _ABSENT) != now.get(k, _ABSENT)]
 
 
 def _checkpoint_shapes(workdir: str) -> tuple[str, dict] | None:
@@ -202,12 +202,12 @@ def check_rerun(workdir: str, config: ml_collections.ConfigDict, class_names,
     with open(config_path) as f:
       before = recorded_config(flat_config(json.load(f)), now)
     changed = changed_fields(before, now)
+    values = lambda k: f"{before.get(k, _ABSENT)!r} -> {now.get(k, _ABSENT)!r}"
     allowed = [k for k in changed if k in RESUMABLE_CHANGES]
-    problems += [f"config.{k}: {before.get(k, ABSENT)!r} -> {now.get(k, ABSENT)!r}"
-                 for k in changed if k not in RESUMABLE_CHANGES]
+    problems += [f"config.{k}: {values(k)}" for k in changed if k not in RESUMABLE_CHANGES]
     if allowed:
-      logging.warning("Resuming %s with changed %s.", workdir, ", ".join(
-          f"config.{k} ({before.get(k, ABSENT)!r} -> {now.get(k, ABSENT)!r})" for k in allowed))
+      logging.warning("Resuming %s with changed %s.", workdir,
+                      ", ".join(f"config.{k} ({values(k)})" for k in allowed))
   if os.path.exists(os.path.join(workdir, workdir_lib.CLASS_NAMES_FILE)):
     problems += _names_difference("classes", workdir_lib.read_class_names(workdir),
                                   class_names)
