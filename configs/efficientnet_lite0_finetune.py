@@ -31,6 +31,9 @@ which in Lite1/Lite2 is stage 1 and two of stage 2's three blocks. Lite1 on this
 2026-12-01): dev 0.903, below the three Lite0 seeds; val 0.884; ~56 min alone (0.69× Lite0's
 images/s): no gain, not kept.
 
+Nothing frozen (--config.train.frozen_params=, seed 0, 2026-12-01): 0.65× the images/s, so 8
+epochs in the recipe's training time: dev 0.889, below the three seeds; val 0.881: no gain.
+
 `get_config("tiny")`: Lite0's layout shrunk to 7 narrow blocks at 32 px, randomly initialised.
 Too slow to train within a unit test on 2 cores (its compile alone takes ~10 s), so the tests
 use it forward-only; a study may still name it under `models`.
@@ -73,7 +76,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.warmup_epochs = 1.0
   c.train.freeze_backbone_epochs = 0.0
   # The stem and the first three blocks (all at 112 px) keep their ImageNet weights: generic
-  # edge/colour filters, and on a CPU their backward pass is the costliest part of a step.
+  # edge/colour filters, and on a CPU their backward pass is the costliest part of a step
+  # (training them too: 1.5× the time per image, and no gain on dev).
   c.train.frozen_params = r"^(stem_|blocks_[0-2]/)"
   c.train.label_smoothing = 0.1
   c.train.ema_decay = 0.995  # As the committed runs were trained; no measurable effect.
