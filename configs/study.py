@@ -12,10 +12,11 @@ covers the runs that exist (an unfinished one with its best checkpoint so far) a
 the others as missing. A model with two seeds or more also gets an extra row, clearly
 labelled: the ensemble of its seeds (`report.seed_ensembles`), never its headline figure.
 
-Reached (2026-12-01, cars20, the committed recipes' runs; docs/study/report.md): val accuracy,
-mean over seeds 0 and 1 (lowest–highest), checkpoints chosen on dev: custom_cnn 0.709
-(0.705–0.712), efficientnet_lite0 0.888 (0.883–0.892); McNemar p = 1.3e-23 between them.
-About 3 h 05 min on 2 CPU cores (estimated from each recipe's logged images/s).
+Reached (2026-12-07, cars20, this command run end to end; docs/study/report.md): val accuracy,
+mean over seeds 0 and 1 (lowest–highest), checkpoints chosen on dev: custom_cnn 0.708
+(0.692–0.724), efficientnet_lite0 0.884 (0.881–0.888); McNemar p = 1.2e-19 between them.
+1 h 35 min wall on a 2-vCPU AMD EPYC, timed (~24 and ~23 min a seed); about 3 h estimated on
+the slower 2-vCPU Intel Xeon of earlier sessions.
 
 `--config=configs/study.py:tiny` (`get_config("tiny")`) is a study of two tiny CNNs at 32 px for
 1 epoch, for tests and smoke runs (seconds on a CPU). `--config=configs/study.py:distilled`

@@ -480,7 +480,7 @@ def run_study(study_config: ml_collections.ConfigDict, workdir: str,
   for name, config in configs.items():
     runs[name] = prepare_run(name, config, os.path.join(workdir, name),
                              study_config.train_missing, train_fn)
-    logging.info("Study: %s %s %s", name, runs[name].status, runs[name].detail)
+    logging.info("Study: %s: %s (%s)", name, runs[name].status, runs[name].detail)
   result = _ReportBuilder(study_config, workdir, runs, configs).build()
   logging.info("Study report written to %s (%s).", result.html_path,
                ", ".join(f"{n}: {r.status}" for n, r in runs.items()))
