@@ -83,6 +83,11 @@ def get_config() -> ml_collections.ConfigDict:
   # first blocks of a pretrained network): XLA then skips their backward pass.
   c.train.frozen_params = ""
   c.train.label_smoothing = 0.1
+  # 'cross_entropy', or 'cosine': the make's loss is 1 − cos(logits, one-hot label) +
+  # cosine_ce_weight × CE (Barz & Denzler 2020; meant with the CNN's model.head_type =
+  # 'cosine', whose logits are scaled cosines).
+  c.train.loss = "cross_entropy"
+  c.train.cosine_ce_weight = 0.1
   # With config.data.aux_labels_csv: loss = CE(make) + this × CE(auxiliary label), both
   # label-smoothed alike.
   c.train.aux_loss_weight = 0.5

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from carjax import models
@@ -110,3 +111,24 @@ def test_aux_head_adds_features_times_aux_classes_plus_bias():
   assert params["aux_head"]["kernel"].shape == (256, 153)
   assert _count(params) - plain == 256 * 153 + 153 == 39_321
   assert _count(params) == 3_490_292 + 39_321
+
+
+def test_cosine_head_adds_one_scale_and_gives_logits_of_that_norm():
+  config = custom_cnn.get_config()
+  config.model.head_type = "cosine"
+  model = models.build_model(config.model, num_classes=20)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)), train=False)
+  assert _count(variables["params"]) == 3_490_292 + 1  # One learned scalar: log s.
+  np.testing.assert_allclose(variables["params"]["head_log_scale"], np.log(10.0), rtol=1e-6)
+  images = jax.random.normal(jax.random.key(1), (3, 64, 64, 3))
+  logits = model.apply(variables, images, train=False)
+  np.testing.assert_allclose(jnp.linalg.norm(logits, axis=-1), 10.0, rtol=1e-5)
+  # The direction is the linear head's: same weights, the plain head's logits normalised.
+  linear = models.build_model(custom_cnn.get_config().model, num_classes=20)
+  plain_params = {k: v for k, v in variables["params"].items() if k != "head_log_scale"}
+  raw = linear.apply({**variables, "params": plain_params}, images, train=False)
+  np.testing.assert_allclose(logits, 10.0 * raw / jnp.linalg.norm(raw, axis=-1, keepdims=True),
+                             rtol=1e-4, atol=1e-5)
+  doubled = {**variables["params"], "head_log_scale": jnp.log(20.0)}
+  np.testing.assert_allclose(model.apply({**variables, "params": doubled}, images, train=False),
+                             2 * logits, rtol=1e-4, atol=1e-5)

@@ -335,6 +335,36 @@ def test_softmax_cross_entropy(alpha, dtype, tol):
 
 
 # ----------------------------------------------------------------------------------------
+# cosine loss and cosine head
+# ----------------------------------------------------------------------------------------
+
+def test_cosine_loss_forward_and_backward(x64):
+  from carjax.train import steps  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(16)
+  logits = 3.0 * _rand(rng, (6, 5))
+  labels = rng.integers(0, 5, 6)
+  loss = jax.jit(lambda z: steps.cosine_loss(z, jnp.asarray(labels)))
+  _close(M.cosine_loss(logits, labels), loss(logits), F64)
+  grad = jax.grad(lambda z: loss(z).sum())(logits)
+  _close(M.cosine_loss_grad(logits, labels), grad, dict(rtol=1e-9, atol=1e-9))
+  # Scale-invariant: the gradient is orthogonal to z, so it never grows or shrinks the logits.
+  _close((np.asarray(grad) * logits).sum(axis=-1), np.zeros(6), dict(rtol=0, atol=1e-12))
+
+
+def test_cosine_head_forward_and_backward(x64):
+  rng = np.random.default_rng(17)
+  z, dl = _rand(rng, (4, 5)), _rand(rng, (4, 5))
+  log_scale = 1.3
+  head = lambda z, sigma: jnp.exp(sigma) * z / jnp.sqrt(jnp.sum(z * z, -1, keepdims=True) + 1e-12)
+  y, vjp = _vjp(head, z, jnp.asarray(log_scale))
+  _close(M.cosine_head_forward(z, log_scale), y, dict(rtol=1e-9, atol=1e-9))
+  dz, dsigma = vjp(dl)
+  ref_dz, ref_dsigma = M.cosine_head_backward(z, log_scale, dl)
+  _close(ref_dz, dz, dict(rtol=1e-9, atol=1e-9))
+  _close(ref_dsigma, dsigma, dict(rtol=1e-9, atol=1e-9))
+
+
+# ----------------------------------------------------------------------------------------
 # the whole network
 # ----------------------------------------------------------------------------------------
 

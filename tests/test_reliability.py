@@ -437,7 +437,8 @@ def test_a_rerun_may_change_the_length():
     ("data.aux_labels_csv", "/nonexistent/MANIFEST.csv"), ("train.layer_lr_decay", 0.0),
     ("train.layer_lr_decay", 1.2), ("eval.image_size", (4, 4)), ("eval.image_size", (10, 20, 30)),
     ("train.teacher_workdir", "/nonexistent/run"), ("train.distill_weight", 1.5),
-    ("train.distill_temperature", 0.0),
+    ("train.distill_temperature", 0.0), ("train.loss", "cosin"),
+    ("train.cosine_ce_weight", -0.1), ("model.head_type", "arcface"),
 ])
 def test_every_config_value_is_checked_before_data_is_read(option, value, tmp_path):
   config = custom_cnn.get_config("tiny")

@@ -207,3 +207,49 @@ def test_cutmix_loss_weighs_each_label_by_its_share_of_the_pixels_by_hand():
   np.testing.assert_allclose(float(m["loss_sum"] / m["count"]), expected, rtol=1e-4)
   # Accuracy still compares with each image's own make.
   assert int(m["correct"]) == int(jnp.sum(jnp.argmax(logits, -1) == batch["label"]))
+
+
+def test_cosine_loss_is_one_minus_the_cosine_to_the_one_hot_label_whatever_the_scale():
+  logits = jnp.array([[3.0, 4.0, 0.0], [1.0, -1.0, 2.0]])
+  labels = jnp.array([1, 0])
+  expected = np.array([1 - 4 / 5, 1 - 1 / np.sqrt(6)])
+  np.testing.assert_allclose(steps.cosine_loss(logits, labels), expected, rtol=1e-6)
+  np.testing.assert_allclose(steps.cosine_loss(7.0 * logits, labels), expected, rtol=1e-6)
+  assert np.isfinite(steps.cosine_loss(jnp.zeros((1, 3)), jnp.array([0]))).all()
+
+
+def test_cosine_objective_is_cosine_plus_weighted_smoothed_cross_entropy():
+  logits = jnp.array([[2.0, 0.5, -1.0], [0.0, 1.0, 0.3]])
+  labels = jnp.array([0, 2])
+  loss = steps.make_per_example_loss(3, 0.1, 0, 0.0, cosine_ce_weight=0.25)
+  by_hand = (steps.cosine_loss(logits, labels)
+             + 0.25 * steps.cross_entropy(logits, labels, 3, 0.1)[1])
+  np.testing.assert_allclose(loss((logits, None), {"label": labels}), by_hand, rtol=1e-6)
+  plain = steps.make_per_example_loss(3, 0.1, 0, 0.0)
+  np.testing.assert_allclose(plain((logits, None), {"label": labels}),
+                             steps.cross_entropy(logits, labels, 3, 0.1)[1], rtol=1e-6)
+
+
+def test_cosine_head_and_loss_overfit_one_batch():
+  config = _deterministic_tiny_config()
+  config.model.head_type = "cosine"
+  config.train.loss = "cosine"
+  config.train.weight_decay = 0.0
+  config.train.num_epochs = 100
+  config.train.learning_rate = 1e-2
+  setup, state = helpers.initial_state(config, 4, 1)
+  rng = np.random.default_rng(0)
+  batch = {"image": rng.integers(0, 256, (8, 32, 32, 3)).astype(np.uint8),
+           "label": np.array([0, 1, 2, 3, 0, 1, 2, 3], np.int32)}
+  step = jax.jit(helpers.plain_train_step(config, setup.model, 4, (127.5,) * 3, (64.0,) * 3))
+  losses = []
+  for _ in range(60):
+    state, m = step(state, batch, jax.random.key(0))
+    losses.append(float(m["loss_sum"] / m["count"]))
+  # The objective starts near 1 (cosine ~0) + 0.1 × ln 4 and ends with every cosine near 1.
+  assert losses[0] > 0.8
+  assert losses[-1] < 0.1
+  assert int(m["correct"]) == 8
+  # The scale is learned: label smoothing 0.1 over 4 classes wants a logit gap of
+  # ln(0.925 / 0.025) ≈ 3.6, far less than s = 10 gives, so its cross-entropy pulls s down.
+  assert float(state.params["head_log_scale"]) < np.log(10.0) - 0.1

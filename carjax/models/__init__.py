@@ -36,7 +36,7 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.floa
 
 # The classifiers, made for a run's own classes: never taken from pretrained weights, and
 # trained in the optimiser's 'head' group.
-CLASSIFIER_HEADS = ("head", "aux_head")
+CLASSIFIER_HEADS = ("head", "head_log_scale", "aux_head")
 
 
 def _layer_position(name: str) -> tuple[int, int]:
@@ -90,7 +90,8 @@ def build_model(model_config: ml_collections.ConfigDict, num_classes: int,
         freeze_batchnorm=model_config.get("freeze_batchnorm", False),
         global_pool=model_config.global_pool,
         dense_widths=tuple(model_config.dense_widths),
-        dropout_rate=model_config.dropout_rate, aux_classes=aux_classes,
+        dropout_rate=model_config.dropout_rate,
+        head_type=model_config.get("head_type", "linear"), aux_classes=aux_classes,
         dtype=dtype, param_dtype=param_dtype)
   if name == "efficientnet":
     from carjax.models.efficientnet import efficientnet  # pylint: disable=g-import-not-at-top

@@ -85,6 +85,10 @@ class CustomCNN(nn.Module):
       position (the study's Keras model; many more parameters, overfits easily).
     dense_widths: hidden fully connected layers before the head.
     dropout_rate: dropout before every dense layer.
+    head_type: 'linear' gives logits z = W x + b; 'cosine' gives s · z / ‖z‖, the same
+      direction on a sphere of radius s = exp(`head_log_scale`), a learned scalar
+      (initialised at log 10): the class scores are then cosines, what `train.loss =
+      'cosine'` trains, and the scale only sets how confident the probabilities are.
     aux_classes: > 0 adds a second classifier, `aux_head`, on the same (dropped-out) features
       as `head`, trained on an auxiliary label (`config.data.aux_labels_csv`); only
       `return_aux=True` calls it, so inference and export see `head` alone.
@@ -101,6 +105,7 @@ class CustomCNN(nn.Module):
   global_pool: str = "avg"
   dense_widths: Sequence[int] = (256,)
   dropout_rate: float = 0.3
+  head_type: str = "linear"
   aux_classes: int = 0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -118,6 +123,11 @@ class CustomCNN(nn.Module):
     self.dropout = nn.Dropout(self.dropout_rate)
     self.head = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
                          name="head")
+    if self.head_type == "cosine":
+      self.head_log_scale = self.param("head_log_scale", lambda _: jnp.full(
+          (), jnp.log(10.0), self.param_dtype))
+    elif self.head_type != "linear":
+      raise ValueError(f"config.model.head_type must be 'linear' or 'cosine', got {self.head_type!r}")
     if self.aux_classes:
       self.aux_head = nn.Dense(self.aux_classes, dtype=self.dtype,
                                param_dtype=self.param_dtype, name="aux_head")
@@ -144,6 +154,9 @@ class CustomCNN(nn.Module):
     # Low-precision compute still returns float32 logits; float64 (gradient checks) stays.
     as_float = lambda y: y.astype(jnp.promote_types(y.dtype, jnp.float32))
     logits = as_float(self.head(x))
+    if self.head_type == "cosine":
+      norm = jnp.sqrt(jnp.sum(logits * logits, axis=-1, keepdims=True) + 1e-12)
+      logits = jnp.exp(as_float(self.head_log_scale)) * logits / norm
     if not return_aux:
       return logits
     if not self.aux_classes:

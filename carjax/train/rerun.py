@@ -43,6 +43,7 @@ ADDED_OPTIONS = {
     "data.aux_labels_column": "model", "train.aux_loss_weight": 0.5,
     "train.layer_lr_decay": 1.0, "eval.image_size": [], "train.teacher_workdir": "",
     "train.distill_weight": 0.5, "train.distill_temperature": 2.0,
+    "train.loss": "cross_entropy", "train.cosine_ce_weight": 0.1, "model.head_type": "linear",
 }
 
 RESUMABLE_CHANGES = frozenset({

@@ -122,7 +122,9 @@ def make_steps(config: ml_collections.ConfigDict, model: nn.Module, num_classes:
       micro_batch_sharding=micro_batch_sharding, aux_classes=aux_classes,
       aux_loss_weight=float(train_cfg.get("aux_loss_weight", 0.0)),
       distill_weight=distill_weight_of(train_cfg),
-      distill_temperature=float(train_cfg.get("distill_temperature", 1.0)))
+      distill_temperature=float(train_cfg.get("distill_temperature", 1.0)),
+      cosine_ce_weight=(float(train_cfg.cosine_ce_weight)
+                        if train_cfg.get("loss", "cross_entropy") == "cosine" else None))
   eval_step = steps_lib.make_eval_step(model=model, input_spec=input_spec,
                                        num_classes=num_classes,
                                        use_ema=bool(train_cfg.ema_decay),

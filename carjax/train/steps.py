@@ -61,6 +61,18 @@ def distillation_loss(logits, teacher_logits, temperature: float):
       jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / t))
 
 
+def cosine_loss(logits, labels):
+  """Per-example 1 − cos(z, e_y): one minus the cosine between the logits z and the label's
+  one-hot vector, i.e. 1 − z_y / ‖z‖ (Barz & Denzler, 2020, "Deep learning on small datasets
+  without pre-training using cosine loss"). It ignores the logits' scale, so it never pays
+  the network to grow them; its gradient is −(e_y − ẑ_y ẑ) / ‖z‖ with ẑ = z / ‖z‖
+  (docs/mathematics.md, Eq. 33)."""
+  z = logits.astype(jnp.float32) if logits.dtype != jnp.float64 else logits
+  # The tiny floor only matters for all-zero logits, whose cosine is then taken as 0.
+  norm = jnp.sqrt(jnp.sum(z * z, axis=-1) + 1e-12)
+  return 1.0 - jnp.take_along_axis(z, labels[:, None], axis=-1)[:, 0] / norm
+
+
 def _trained_norm(grads, frozen_pattern: str):
   """Global norm of the gradients of trained parameters; frozen ones are left out, so XLA
   still drops their backward pass."""
@@ -82,7 +94,8 @@ def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
                     frozen_pattern: str = "", accum_steps: int = 1, class_weights=None,
                     micro_batch_sharding=None, aux_classes: int = 0,
                     aux_loss_weight: float = 0.0, distill_weight: float = 0.0,
-                    distill_temperature: float = 1.0) -> Callable[..., Any]:
+                    distill_temperature: float = 1.0,
+                    cosine_ce_weight: float | None = None) -> Callable[..., Any]:
   """Builds the (not yet jitted) `train_step(state, batch, rng) -> (state, metrics)`.
 
   `frozen_pattern` (the optimiser's frozen parameters) is left out of the logged gradient
@@ -93,7 +106,8 @@ def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
   (and class-weighted by the make) alike; the logged cross-entropy and accuracy stay the
   makes', and `aux_correct` counts the auxiliary head's hits. With `distill_weight > 0`
   (batches with 'teacher_logits'), the make's loss is mixed with the teacher's soft targets
-  (`make_per_example_loss`). With CutMix
+  (`make_per_example_loss`). With `cosine_ce_weight` λ (not None), the make's cross-entropy
+  is replaced by `cosine_loss` + λ × CE. With CutMix
   (`augment_spec.cutmix_prob > 0`), each example's loss is that of its own labels weighted
   by the share of its own pixels plus that of its partner's labels weighted by the rest;
   the logged accuracy and cross-entropy still compare with the image's own make.
@@ -102,7 +116,7 @@ def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
   apply_kwargs = {"return_aux": True} if aux_classes else {}
   per_example_loss = make_per_example_loss(num_classes, label_smoothing, aux_classes,
                                            aux_loss_weight, distill_weight,
-                                           distill_temperature)
+                                           distill_temperature, cosine_ce_weight)
 
   def forward(params, batch_stats, images, dropout_rng):
     """((logits, auxiliary logits or None), BatchNorm statistics) in training mode."""
@@ -172,16 +186,21 @@ def _step_metrics(loss, outputs, targets, num_classes: int) -> dict[str, Any]:
 
 def make_per_example_loss(num_classes: int, label_smoothing: float, aux_classes: int,
                           aux_loss_weight: float, distill_weight: float = 0.0,
-                          distill_temperature: float = 1.0) -> Callable[..., Any]:
+                          distill_temperature: float = 1.0,
+                          cosine_ce_weight: float | None = None) -> Callable[..., Any]:
   """`loss(outputs, targets) -> [B]`: CE(make) + `aux_loss_weight` × CE(aux label) (when
-  `aux_classes`), label-smoothed alike; with `distill_weight` w > 0 (targets then carry
+  `aux_classes`), label-smoothed alike; with `cosine_ce_weight` λ (not None) the make's
+  term is `cosine_loss` + λ × CE (the cross-entropy label-smoothed, the cosine not); with `distill_weight` w > 0 (targets then carry
   'teacher_logits'), the make's term is (1 − w) × CE + w × `distillation_loss`. With CutMix's
   targets ('kept', 'partner_*'), each target set weighs as much as its image's share of the
   pixels."""
 
   def label_losses(outputs, targets, prefix: str = ""):
     logits, aux_logits = outputs
-    losses = cross_entropy(logits, targets[prefix + "label"], num_classes, label_smoothing)[1]
+    labels = targets[prefix + "label"]
+    losses = cross_entropy(logits, labels, num_classes, label_smoothing)[1]
+    if cosine_ce_weight is not None:
+      losses = cosine_loss(logits, labels) + cosine_ce_weight * losses
     if distill_weight:
       losses = ((1.0 - distill_weight) * losses + distill_weight * distillation_loss(
           logits, targets[prefix + "teacher_logits"], distill_temperature))

@@ -27,6 +27,8 @@ BEST_METRICS = ("accuracy", "weighted_precision", "balanced_accuracy", "macro_f1
 LOWER_IS_BETTER = frozenset({"loss"})
 OPTIMIZERS = ("adamw", "sgd")
 DTYPES = ("float32", "bfloat16", "float16")
+LOSSES = ("cross_entropy", "cosine")
+HEAD_TYPES = ("linear", "cosine")
 
 
 def metric_improves(metric: str, new: float, old: float | None) -> bool:
@@ -128,6 +130,8 @@ def _validate_model(config) -> None:
   model = config.model
   _check_choice(model.get("dtype", "float32"), "model.dtype", DTYPES)
   _check_choice(model.get("param_dtype", "float32"), "model.param_dtype", DTYPES)
+  if "head_type" in model:
+    _check_choice(model.head_type, "model.head_type", HEAD_TYPES)
   for name in ("input_mean", "input_std"):
     values = tuple(model[name])
     if len(values) != 3 or not all(isinstance(v, numbers.Number) and math.isfinite(v)
@@ -165,6 +169,9 @@ def _validate_train(config) -> None:
   _check_range(config, "train.label_smoothing", 0.0, 1.0, high_open=True)
   if "aux_loss_weight" in train:
     _check_range(config, "train.aux_loss_weight", 0.0)
+  if "loss" in train:
+    _check_choice(train.loss, "train.loss", LOSSES)
+    _check_range(config, "train.cosine_ce_weight", 0.0)
   if train.get("teacher_workdir") and not os.path.isdir(
       os.path.expanduser(train.teacher_workdir)):
     raise ConfigError(f"config.train.teacher_workdir={train.teacher_workdir!r} is not a "

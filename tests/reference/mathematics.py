@@ -345,3 +345,35 @@ def softmax_cross_entropy_grad(logits, targets):
   """Eq. (30): dL_n/dz_n = softmax(z_n) (sum_k y_nk) - y_n = softmax(z_n) - y_n for a distribution."""
   return softmax(logits) * targets.sum(axis=-1, keepdims=True) - targets
 
+
+
+# ----------------------------------------------------------------------------------------
+# cosine loss and cosine head (Section 8.2)
+# ----------------------------------------------------------------------------------------
+
+def cosine_loss(logits, labels):
+  """Eq. (33): L_n = 1 - z_{n,t} / ||z_n||."""
+  norm = jnp.sqrt((logits ** 2).sum(axis=-1))
+  return 1.0 - logits[jnp.arange(len(labels)), labels] / norm
+
+
+def cosine_loss_grad(logits, labels):
+  """Eq. (34): dL_n/dz_n = -(e_t - zhat_t zhat) / ||z_n||."""
+  norm = jnp.sqrt((logits ** 2).sum(axis=-1, keepdims=True))
+  unit = logits / norm
+  one_hot = jnp.eye(logits.shape[-1])[labels]
+  return -(one_hot - unit[jnp.arange(len(labels)), labels][:, None] * unit) / norm
+
+
+def cosine_head_forward(z, log_scale):
+  """Eq. (35): l = e^sigma z / ||z||."""
+  return jnp.exp(log_scale) * z / jnp.sqrt((z ** 2).sum(axis=-1, keepdims=True))
+
+
+def cosine_head_backward(z, log_scale, dl):
+  """Eq. (36): dz = (s / ||z||)(dl - <dl, zhat> zhat), dsigma = sum_n <dl_n, l_n>."""
+  norm = jnp.sqrt((z ** 2).sum(axis=-1, keepdims=True))
+  unit = z / norm
+  s = jnp.exp(log_scale)
+  dz = s / norm * (dl - (dl * unit).sum(axis=-1, keepdims=True) * unit)
+  return dz, float((dl * s * unit).sum())
