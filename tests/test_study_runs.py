@@ -110,6 +110,18 @@ def test_the_recipe_table_names_layer_decay_only_when_on():
   assert ", layer decay 0.9, wd 0.05" in recipes.recipe_row("lite0", config)[column]
 
 
+def test_the_recipe_table_names_the_cosine_loss_only_when_on():
+  from carjax.study import recipes  # pylint: disable=g-import-not-at-top
+  from configs import custom_cnn  # pylint: disable=g-import-not-at-top
+  config = custom_cnn.get_config()
+  column = recipes.RECIPE_COLUMNS.index("regularisation")
+  assert "cosine" not in recipes.recipe_row("cnn", config)[column]
+  config.model.head_type = "cosine"
+  config.train.loss = "cosine"
+  assert recipes.recipe_row("cnn", config)[column].startswith(
+      "cosine loss + 0.1 × CE (cosine head), label smoothing 0.1, dropout 0.1")
+
+
 def test_the_recipe_table_names_frozen_batchnorm_statistics_only_when_frozen():
   from carjax.study import recipes  # pylint: disable=g-import-not-at-top
   from configs import efficientnet_lite0_finetune  # pylint: disable=g-import-not-at-top

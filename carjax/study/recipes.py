@@ -38,6 +38,9 @@ def recipe_row(name: str, config) -> list[str]:
   overrides = dict(model.get("overrides", {}) or {})
   dropout = overrides.get("dropout_rate", model.get("dropout_rate"))
   regular = [f"label smoothing {train.label_smoothing:g}"]
+  if train.get("loss", "cross_entropy") == "cosine":
+    regular.insert(0, f"cosine loss + {float(train.cosine_ce_weight):g} × CE"
+                      f"{' (cosine head)' if model.get('head_type') == 'cosine' else ''}")
   if dropout:
     regular.append(f"dropout {dropout:g}")
   if overrides.get("drop_connect_rate"):
