@@ -24,7 +24,9 @@ Tried and not kept: an aspect-true 96×192 input for 40 epochs with crop area 0.
 30-epoch recipe: dev 0.687 (McNemar p = 0.72 and 0.50 against its seeds 0 and 1), val 0.665
 [0.631, 0.697]: no effect. CutMix (--config.data.augment.cutmix_prob=0.5) on this recipe, seed
 0: dev 0.701 (between this recipe's seeds: McNemar p = 0.21 and 0.62), val 0.703
-[0.670, 0.734], ~15 % slower: no effect.
+[0.670, 0.734], ~15 % slower: no effect. The cosine loss with a cosine head (Barz & Denzler 2020;
+--config.model.head_type=cosine --config.train.loss=cosine), seed 0: dev 0.695 (McNemar p = 1
+and 0.30 against the study's seeds), val 0.705 [0.672, 0.736]: no effect.
 
 `--config=configs/custom_cnn.py:tiny` (`get_config("tiny")`) shrinks it to a tiny CNN at 32 px
 for tests and smoke runs: seconds on a CPU, not meant to be accurate.
