@@ -37,6 +37,11 @@ images/s): no gain, not kept.
 Nothing frozen (--config.train.frozen_params=, seed 0, 2026-12-01): 0.65× the images/s, so 8
 epochs in the recipe's training time: dev 0.889, below the three seeds; val 0.881: no gain.
 
+14 epochs at 192×352 (--config.data.image_size="(192,352)" --config.train.num_epochs=14,
+seeds 0 and 1, 2026-12-08, RESULTS.md "Fifteenth session"): dev 0.928 / 0.914, val 0.883 /
+0.910 (0.897 ± 0.013); ~42-45 min alone on a 2-vCPU AMD EPYC. Not committed: seed 1's dev
+accuracy is not above this recipe's seeds (330 of 361 against 331 / 330), and val never chooses.
+
 `get_config("tiny")`: Lite0's layout shrunk to 7 narrow blocks at 32 px, randomly initialised.
 Too slow to train within a unit test on 2 cores (its compile alone takes ~10 s), so the tests
 use it forward-only; a study may still name it under `models`.
