@@ -27,6 +27,10 @@ Tried and not kept: an aspect-true 96×192 input for 40 epochs with crop area 0.
 [0.670, 0.734], ~15 % slower: no effect. The cosine loss with a cosine head (Barz & Denzler 2020;
 --config.model.head_type=cosine --config.train.loss=cosine), seed 0: dev 0.695 (McNemar p = 1
 and 0.30 against the study's seeds), val 0.705 [0.672, 0.736]: no effect.
+The recipe's third seed (--config.seed=2, 2026-12-08, RESULTS.md "Fifteenth session"): dev
+0.715, val 0.720 [0.688, 0.751], ~38 min alone on a 2-vCPU AMD EPYC; over three seeds val 0.712
+(s.d. 0.017). Tested at 144² / 160² instead of 128² (launch.evaluate --image_size): dev 0.715 /
+0.676 against 0.715: not adopted.
 
 `--config=configs/custom_cnn.py:tiny` (`get_config("tiny")`) shrinks it to a tiny CNN at 32 px
 for tests and smoke runs: seconds on a CPU, not meant to be accurate.
