@@ -53,6 +53,11 @@ def get_config() -> ml_collections.ConfigDict:
   # and the loss mixes the two labels by area (λ ~ Beta(alpha, alpha)). 0: off.
   c.data.augment.cutmix_prob = 0.0
   c.data.augment.cutmix_alpha = 1.0
+  # mixup: with this probability per batch, every image is blended with another, λ × its own
+  # + (1 − λ) × the other's, and so are the two labels in the loss (λ ~ Beta(alpha, alpha),
+  # one λ a batch). 0: off; at most one of CutMix and mixup.
+  c.data.augment.mixup_prob = 0.0
+  c.data.augment.mixup_alpha = 0.2
 
   c.model = ml_collections.ConfigDict()
   c.model.name = ""

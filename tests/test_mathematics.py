@@ -351,6 +351,26 @@ def test_cosine_loss_forward_and_backward(x64):
   _close((np.asarray(grad) * logits).sum(axis=-1), np.zeros(6), dict(rtol=0, atol=1e-12))
 
 
+def test_mixed_targets_loss_is_the_cross_entropy_of_the_mixed_distribution(x64):
+  """Eqs. (37)-(38): κ L(y_a) + (1 − κ) L(y_b) = L(κ y_a + (1 − κ) y_b), gradient p − ỹ."""
+  from carjax.train import steps  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(18)
+  logits = 4.0 * _rand(rng, (6, 5))
+  own, partner = rng.integers(0, 5, 6), rng.integers(0, 5, 6)
+  kept = np.full(6, 0.3)
+  targets = {"label": jnp.asarray(own), "partner_label": jnp.asarray(partner),
+             "kept": jnp.asarray(kept)}
+  loss = steps.make_per_example_loss(5, 0.1, 0, 0.0)
+  per_example = lambda z: loss((z, None), targets)
+  smooth = lambda t: 0.9 * np.eye(5)[t] + 0.1 / 5
+  mixed_target = kept[:, None] * smooth(own) + (1 - kept[:, None]) * smooth(partner)
+  log_p = np.asarray(jax.nn.log_softmax(logits))
+  # The train step's losses are float32 whatever the logits' dtype: float32 tolerances.
+  _close(-(mixed_target * log_p).sum(-1), per_example(logits), dict(rtol=1e-5, atol=1e-6))
+  grad = jax.grad(lambda z: per_example(z).sum())(logits)
+  _close(np.exp(log_p) - mixed_target, grad, dict(rtol=1e-5, atol=1e-6))
+
+
 def test_cosine_head_forward_and_backward(x64):
   rng = np.random.default_rng(17)
   z, dl = _rand(rng, (4, 5)), _rand(rng, (4, 5))

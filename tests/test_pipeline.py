@@ -107,3 +107,31 @@ def test_cutmix_keeps_about_half_of_each_image_on_average_and_nothing_when_off()
   mixed, _, kept_off = augment.cutmix(jax.random.key(0), images, alpha=1.0, prob=0.0)
   np.testing.assert_array_equal(np.asarray(mixed), np.asarray(images))
   np.testing.assert_array_equal(np.asarray(kept_off), np.ones(6, np.float32))
+
+
+def test_mixup_blends_every_image_with_its_partner_by_one_lambda():
+  images = _constant_batch()
+  for seed in range(8):
+    mixed, partner, kept = augment.mixup(jax.random.key(seed), images, alpha=0.4, prob=1.0)
+    mixed, partner, kept = np.asarray(mixed), np.asarray(partner), np.asarray(kept)
+    assert sorted(partner.tolist()) == list(range(6))
+    assert np.all(kept == kept[0]) and 0.0 < kept[0] < 1.0
+    # Image i is the constant i, so every pixel of the blend is λ i + (1 − λ) partner(i).
+    expected = kept[0] * np.arange(6) + (1 - kept[0]) * partner
+    np.testing.assert_allclose(mixed[..., 0], np.broadcast_to(expected[:, None, None],
+                                                             mixed.shape[:3]), rtol=1e-6)
+
+
+def test_mixup_lambda_follows_its_beta_and_nothing_mixes_when_off():
+  images = _constant_batch()
+  lams = np.array([float(augment.mixup(jax.random.key(s), images, alpha=0.2, prob=1.0)[2][0])
+                   for s in range(300)])
+  # Beta(0.2, 0.2): mean 1/2, U-shaped, so most draws lie near 0 or 1.
+  assert 0.4 < lams.mean() < 0.6
+  assert np.mean((lams < 0.1) | (lams > 0.9)) > 0.5
+  mixed, _, kept_off = augment.mixup(jax.random.key(0), images, alpha=0.2, prob=0.0)
+  np.testing.assert_array_equal(np.asarray(mixed), np.asarray(images))
+  np.testing.assert_array_equal(np.asarray(kept_off), np.ones(6, np.float32))
+  half = [float(augment.mixup(jax.random.key(s), images, alpha=0.2, prob=0.5)[2][0]) == 1.0
+          for s in range(200)]
+  assert 0.35 < np.mean(half) < 0.65  # Applied to about half of the batches.

@@ -439,6 +439,7 @@ def test_a_rerun_may_change_the_length():
     ("train.teacher_workdir", "/nonexistent/run"), ("train.distill_weight", 1.5),
     ("train.distill_temperature", 0.0), ("train.loss", "cosin"),
     ("train.cosine_ce_weight", -0.1), ("model.head_type", "arcface"),
+    ("data.augment.mixup_prob", 1.5), ("data.augment.mixup_alpha", 0.0),
 ])
 def test_every_config_value_is_checked_before_data_is_read(option, value, tmp_path):
   config = custom_cnn.get_config("tiny")
@@ -451,6 +452,16 @@ def test_every_config_value_is_checked_before_data_is_read(option, value, tmp_pa
   with pytest.raises(errors.ConfigError, match=f"config.{option}"):
     loop.train(config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def test_cutmix_and_mixup_together_are_refused_naming_both_options(tmp_path):
+  config = custom_cnn.get_config("tiny")
+  config.data.source = f"folder:{tmp_path / 'no_such_folder'}"
+  config.data.augment.cutmix_prob = 0.5
+  config.data.augment.mixup_prob = 1.0
+  with pytest.raises(errors.ConfigError,
+                     match="config.data.augment.cutmix_prob and config.data.augment.mixup_prob"):
+    loop.train(config, str(tmp_path / "run"))
 
 
 def test_a_split_typo_fails_before_decoding(cars, tmp_path):

@@ -68,6 +68,7 @@ def test_every_added_option_defaults_to_how_older_runs_trained():
 
 @pytest.mark.parametrize("config_name, option, value", [
     ("custom_cnn", "data.augment.cutmix_prob", 0.5),
+    ("custom_cnn", "data.augment.mixup_prob", 1.0),
     ("efficientnet_lite0_finetune", "eval.image_size", (224, 416)),
 ])
 def test_a_run_recorded_before_an_option_existed_matches_at_its_default(config_name, option,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from carjax.train import steps
 from tests import helpers
@@ -185,17 +186,19 @@ def test_aux_loss_accumulated_over_micro_batches_equals_the_whole_batch():
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
 
-def test_cutmix_loss_weighs_each_label_by_its_share_of_the_pixels_by_hand():
+@pytest.mark.parametrize("mix, fold", [("cutmix", 2), ("mixup", 3)])
+def test_mixed_loss_weighs_each_label_by_its_share_by_hand(mix, fold):
+  """CutMix weighs by the share of the image's own pixels, mixup by λ: both as `kept`."""
   from carjax.data import augment  # pylint: disable=g-import-not-at-top
   config, setup, state, batch = _aux_setup(0.3)
-  config.data.augment.cutmix_prob = 1.0
-  config.data.augment.cutmix_alpha = 1.0
-  # The step's CutMix draws, from its own key (step 0 of key 0).
+  config.data.augment[f"{mix}_prob"] = 1.0
+  config.data.augment[f"{mix}_alpha"] = 1.0
+  # The step's draws, from their own key (step 0 of key 0, folded with `fold`).
   images = augment.augment_batch(jax.random.split(jax.random.fold_in(jax.random.key(0), 0))[0],
                                  batch["image"], out_size=(32, 32), scale=(1.0, 1.0),
                                  ratio=(1.0, 1.0), flip=False, jitter=0.0)
-  mixed, partner, kept = augment.cutmix(jax.random.fold_in(jax.random.fold_in(
-      jax.random.key(0), 0), 2), images, alpha=1.0, prob=1.0)
+  mixed, partner, kept = getattr(augment, mix)(jax.random.fold_in(jax.random.fold_in(
+      jax.random.key(0), 0), fold), images, alpha=1.0, prob=1.0)
   partner, kept = np.asarray(partner), np.asarray(kept)
   assert 0.0 < kept[0] < 1.0 and np.any(batch["label"][partner] != batch["label"])
   (logits, aux_logits), _ = setup.model.apply(

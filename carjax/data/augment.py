@@ -121,6 +121,24 @@ def cutmix(rng, images, *, alpha: float, prob: float):
   return mixed, partner, jnp.full((batch,), kept, jnp.float32)
 
 
+def mixup(rng, images, *, alpha: float, prob: float):
+  """mixup (Zhang et al., ICLR 2018) over a batch of [B, H, W, C] images.
+
+  With probability `prob` (once per batch), every image becomes λ × itself + (1 − λ) × its
+  partner (a random permutation of the batch), one λ ~ Beta(alpha, alpha) for the whole
+  batch. Returns (images, partner [B] int32, kept [B] float32) as `cutmix` does: `kept` is λ
+  (1 where nothing was mixed), the weight its own label gets in the loss; the partner's label
+  gets the rest.
+  """
+  batch = images.shape[0]
+  apply_rng, lam_rng, perm_rng = jax.random.split(rng, 3)
+  partner = jax.random.permutation(perm_rng, batch).astype(jnp.int32)
+  lam = jnp.where(jax.random.bernoulli(apply_rng, prob),
+                  jax.random.beta(lam_rng, alpha, alpha), 1.0).astype(jnp.float32)
+  mixed = lam.astype(images.dtype) * images + (1 - lam).astype(images.dtype) * images[partner]
+  return mixed, partner, jnp.full((batch,), lam, jnp.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class AugmentSpec:
   """The augmentation of a run: output size, crop scale and ratio ranges, flip, jitter."""
@@ -132,6 +150,8 @@ class AugmentSpec:
   jitter: float = 0.2
   cutmix_prob: float = 0.0  # 0: no CutMix.
   cutmix_alpha: float = 1.0
+  mixup_prob: float = 0.0  # 0: no mixup; at most one of CutMix and mixup (config checks).
+  mixup_alpha: float = 0.2
 
   @classmethod
   def from_config(cls, data_cfg: ml_collections.ConfigDict) -> "AugmentSpec":
@@ -139,7 +159,8 @@ class AugmentSpec:
     aug = data_cfg.augment
     return cls(out_size=decode.image_hw(data_cfg.image_size), scale=tuple(aug.crop_scale),
                ratio=tuple(aug.crop_ratio), flip=aug.flip, jitter=aug.color_jitter,
-               cutmix_prob=aug.cutmix_prob, cutmix_alpha=aug.cutmix_alpha)
+               cutmix_prob=aug.cutmix_prob, cutmix_alpha=aug.cutmix_alpha,
+               mixup_prob=aug.mixup_prob, mixup_alpha=aug.mixup_alpha)
 
   def apply(self, rng, images):
     """`augment_batch` of `images` with this spec."""

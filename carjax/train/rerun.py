@@ -39,6 +39,7 @@ LOCK_FILE = ".carjax.lock"
 # Only the fields the config at hand has count.
 ADDED_OPTIONS = {
     "data.augment.cutmix_prob": 0.0, "data.augment.cutmix_alpha": 1.0,
+    "data.augment.mixup_prob": 0.0, "data.augment.mixup_alpha": 0.2,
     "data.aux_labels_csv": "", "data.aux_labels_key": "relpath",
     "data.aux_labels_column": "model", "train.aux_loss_weight": 0.5,
     "train.layer_lr_decay": 1.0, "eval.image_size": [], "train.teacher_workdir": "",

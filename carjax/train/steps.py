@@ -110,7 +110,8 @@ def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
   is replaced by `cosine_loss` + λ × CE. With CutMix
   (`augment_spec.cutmix_prob > 0`), each example's loss is that of its own labels weighted
   by the share of its own pixels plus that of its partner's labels weighted by the rest;
-  the logged accuracy and cross-entropy still compare with the image's own make.
+  the logged accuracy and cross-entropy still compare with the image's own make. With mixup
+  (`augment_spec.mixup_prob > 0`) the same, its own labels weighted by λ.
   """
   weights_table = None if class_weights is None else jnp.asarray(class_weights, jnp.float32)
   apply_kwargs = {"return_aux": True} if aux_classes else {}
@@ -135,11 +136,10 @@ def make_train_step(*, model: nn.Module, input_spec: models.InputSpec,
       targets["aux_label"] = batch["aux_label"]
     if distill_weight:
       targets["teacher_logits"] = batch["teacher_logits"]
-    if augment_spec.cutmix_prob:
-      # Its own key, folded in, so the crops and dropout of runs without CutMix stay as
+    if augment_spec.cutmix_prob or augment_spec.mixup_prob:
+      # Their own keys, folded in, so the crops and dropout of runs without them stay as
       # they were.
-      images, targets = _cutmix_batch(jax.random.fold_in(step_rng, 2), images, targets,
-                                      augment_spec)
+      images, targets = _mixed_batch(step_rng, images, targets, augment_spec)
     images = input_spec.normalize(images)
     example_weights = None if weights_table is None else weights_table[labels]
 
@@ -192,8 +192,8 @@ def make_per_example_loss(num_classes: int, label_smoothing: float, aux_classes:
   `aux_classes`), label-smoothed alike; with `cosine_ce_weight` λ (not None) the make's
   term is `cosine_loss` + λ × CE (the cross-entropy label-smoothed, the cosine not); with `distill_weight` w > 0 (targets then carry
   'teacher_logits'), the make's term is (1 − w) × CE + w × `distillation_loss`. With CutMix's
-  targets ('kept', 'partner_*'), each target set weighs as much as its image's share of the
-  pixels."""
+  targets ('kept', 'partner_*') or mixup's, each target set weighs as much as its image's share
+  of the pixels (or λ)."""
 
   def label_losses(outputs, targets, prefix: str = ""):
     logits, aux_logits = outputs
@@ -219,11 +219,17 @@ def make_per_example_loss(num_classes: int, label_smoothing: float, aux_classes:
   return per_example_loss
 
 
-def _cutmix_batch(rng, images, targets, augment_spec: augment.AugmentSpec):
-  """CutMix's images, and the targets with each example's partner's labels ('partner_*')
-  and its share of its own pixels ('kept')."""
-  images, partner, kept = augment.cutmix(rng, images, alpha=augment_spec.cutmix_alpha,
-                                         prob=augment_spec.cutmix_prob)
+def _mixed_batch(step_rng, images, targets, augment_spec: augment.AugmentSpec):
+  """CutMix's or mixup's images, and the targets with each example's partner's labels
+  ('partner_*') and the weight of its own ('kept': its share of its own pixels, or λ)."""
+  if augment_spec.cutmix_prob:
+    images, partner, kept = augment.cutmix(jax.random.fold_in(step_rng, 2), images,
+                                           alpha=augment_spec.cutmix_alpha,
+                                           prob=augment_spec.cutmix_prob)
+  else:
+    images, partner, kept = augment.mixup(jax.random.fold_in(step_rng, 3), images,
+                                          alpha=augment_spec.mixup_alpha,
+                                          prob=augment_spec.mixup_prob)
   return images, {**targets, **{f"partner_{k}": v[partner] for k, v in targets.items()},
                   "kept": kept}
 

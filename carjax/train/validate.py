@@ -121,6 +121,11 @@ def _validate_data(config) -> None:
   _check_range(config, "data.augment.color_jitter", 0.0, 1.0)
   _check_range(config, "data.augment.cutmix_prob", 0.0, 1.0)
   _check_range(config, "data.augment.cutmix_alpha", 0.0, low_open=True)
+  _check_range(config, "data.augment.mixup_prob", 0.0, 1.0)
+  _check_range(config, "data.augment.mixup_alpha", 0.0, low_open=True)
+  if augment.cutmix_prob and augment.mixup_prob:
+    raise ConfigError("config.data.augment.cutmix_prob and config.data.augment.mixup_prob are "
+                      "both above 0: choose one of CutMix and mixup")
   if data.get("aux_labels_csv", ""):
     aux_labels.check_options(data)
 
