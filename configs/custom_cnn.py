@@ -31,6 +31,9 @@ The recipe's third seed (--config.seed=2, 2026-12-08, RESULTS.md "Fifteenth sess
 0.715, val 0.720 [0.688, 0.751], ~38 min alone on a 2-vCPU AMD EPYC; over three seeds val 0.712
 (s.d. 0.017). Tested at 144² / 160² instead of 128² (launch.evaluate --image_size): dev 0.715 /
 0.676 against 0.715: not adopted.
+mixup (--config.data.augment.mixup_prob=1.0 --config.data.augment.mixup_alpha=0.4, seed 0,
+2026-12-08, RESULTS.md "Sixteenth session"): dev 0.717 (McNemar p = 0.35 / 1 / 1 against the
+three seeds), val 0.711 [0.678, 0.742], ~46 min alone on a 2-vCPU Intel Xeon: no effect.
 
 `--config=configs/custom_cnn.py:tiny` (`get_config("tiny")`) shrinks it to a tiny CNN at 32 px
 for tests and smoke runs: seconds on a CPU, not meant to be accurate.
