@@ -134,8 +134,9 @@ def mixup(rng, images, *, alpha: float, prob: float):
   apply_rng, lam_rng, perm_rng = jax.random.split(rng, 3)
   partner = jax.random.permutation(perm_rng, batch).astype(jnp.int32)
   lam = jnp.where(jax.random.bernoulli(apply_rng, prob),
-                  jax.random.beta(lam_rng, alpha, alpha), 1.0).astype(jnp.float32)
-  mixed = lam.astype(images.dtype) * images + (1 - lam).astype(images.dtype) * images[partner]
+                  jax.random.beta(lam_rng, alpha, alpha), 1.0)
+  weight = lam.astype(images.dtype)
+  mixed = weight * images + (1 - weight) * images[partner]
   return mixed, partner, jnp.full((batch,), lam, jnp.float32)
 
 
